@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from minimind_core.tokenizer import (CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer, render_chat,
+                                     train_tokenizer)
+
+TEXTS = ["今天天气很好，我们去公园散步吧。", "The quick brown fox jumps over the lazy dog.",
+         "机器学习是人工智能的一个分支。", "Language models predict the next token."] * 30
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok")
+    train_tokenizer(TEXTS, 400, out)
+    return out
+
+
+def test_special_token_ids(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    assert [tok.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS] == [0, 1, 2]
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert len(tok) == 400
+
+
+@pytest.mark.parametrize("text", ["今天天气很好", "Hello, world!", "emoji 😀🚀 and 中文 mixed",
+                                  "<|im_start|>user\n你好<|im_end|>\n", "  leading spaces\n\ttabs",
+                                  "unseen characters: ü ß 𝔘 ☃"])
+def test_round_trip(tok_dir, text):
+    tok = load_tokenizer(tok_dir)
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+
+
+def test_no_automatic_bos_eos_and_specials_are_single_tokens(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    assert tok.encode("hello") == tok.encode("hello", add_special_tokens=False)
+    assert tok.encode("<|im_start|><|im_end|><|endoftext|>", add_special_tokens=False) == [1, 2, 0]
+
+
+def test_chat_template_matches_render_chat(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    conv = [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "我是MiniMind。"},
+            {"role": "user", "content": "Who are you?"}]
+    expected = ("<|im_start|>system\nYou are a helpful assistant<|im_end|>\n"
+                "<|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n我是MiniMind。<|im_end|>\n"
+                "<|im_start|>user\nWho are you?<|im_end|>\n")
+    assert tok.apply_chat_template(conv, tokenize=False) == expected == render_chat(conv)
+    gen = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert gen == expected + "<|im_start|>assistant\n" == render_chat(conv, add_generation_prompt=True)
+    with_system = [{"role": "system", "content": "Be brief."}] + conv[:1]
+    assert tok.apply_chat_template(with_system, tokenize=False) == render_chat(with_system)
+    assert "helpful assistant" not in render_chat(with_system)
+
+
+def test_training_is_deterministic(tmp_path):
+    train_tokenizer(TEXTS, 350, tmp_path / "a")
+    train_tokenizer(TEXTS, 350, tmp_path / "b")
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+
+
+def test_foreign_folder_without_template_gets_ours(tok_dir, tmp_path):
+    """A tokenizer folder from elsewhere (MiniMind's `model/` folder) loads the same way."""
+    import shutil
+
+    for f in tok_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
+    tok = load_tokenizer(tmp_path)
+    assert tok.chat_template == CHAT_TEMPLATE
+
+
+def test_bad_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a tokenizer folder"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_tokenizer(TEXTS, 100)
