@@ -1,4 +1,7 @@
-"""Test configuration: every test, and every notebook nbval runs, uses the `smoke` profile."""
+"""Test configuration: every test, and every notebook that nbval runs, uses the `smoke` profile.
+
+The kernels nbval starts inherit this environment. Shared helpers for the tests live here too.
+"""
 import os
 
 os.environ["MINIMIND_PROFILE"] = "smoke"
