@@ -4,7 +4,8 @@ In `solutions/NN_topic.ipynb` every answer sits between a `### BEGIN SOLUTION` l
 `### END SOLUTION` line, inside a function body. The exercise copy replaces each region by
 `# YOUR CODE HERE` and `raise NotImplementedError()` at the same indentation and clears outputs.
 
-    python -m minimind_core.checks.notebooks      # rewrite exercises/ from solutions/
+    python -m minimind_core.checks.notebooks                 # rewrite exercises/ from solutions/
+    python -m minimind_core.checks.notebooks --clean NB...   # strip outputs and widget state
 """
 from __future__ import annotations
 
@@ -64,7 +65,25 @@ def build(solutions_dir: Path, exercises_dir: Path) -> list[Path]:
     return written
 
 
-def main() -> int:
+def clean(nb: dict) -> dict:
+    """The notebook without outputs, execution counts or widget state (how notebooks are committed)."""
+    nb = json.loads(json.dumps(nb))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+        cell.get("metadata", {}).pop("execution", None)
+    nb.get("metadata", {}).pop("widgets", None)
+    return nb
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--clean":
+        for name in argv[1:]:
+            path = Path(name)
+            path.write_text(dumps(clean(json.loads(path.read_text(encoding="utf-8")))), encoding="utf-8")
+            print(f"cleaned {path}")
+        return 0
     root = Path(__file__).resolve().parents[2]
     for p in build(root / "solutions", root / "exercises"):
         print(f"wrote {p.relative_to(root)}")
