@@ -1,0 +1,395 @@
+"""Run folders, crash-safe checkpoints, resume state and the metrics file.
+
+A run folder (e.g. runs/tiny/pretrain) holds
+
+    run.json                    what was asked for (stage, profile, resolved options)
+    metrics.jsonl               one JSON object per logged step (step, tokens, loss, lr, ...)
+    checkpoints/step_000600/    one complete checkpoint per saved step, newest last:
+        config.json, model.safetensors     the model in the Hugging Face layout
+                                            (LoRA runs: adapter.safetensors + adapter_config.json)
+        tokenizer.json, ...                 the tokenizer, so the folder is self-contained
+        trainer_state.pt                    optimizer, scaler, step, data position, RNG of every rank
+        checkpoint.json                     step, tokens seen, loss; written last
+
+Saving is atomic: a checkpoint is written into a hidden temporary folder, every file is
+fsynced, and only then is the folder renamed to its final name (a rename within one file
+system is atomic). The previous checkpoint stays until the new one is complete, so a crash
+or a kill at any moment, during a save too, leaves the newest complete checkpoint loadable.
+Old checkpoints are retired by first renaming them to a hidden name, then deleting them.
+(MiniMind overwrote its `.pth` in place: a crash mid-save lost it.)
+
+Loading never executes code: weights come from safetensors and the resume state is read
+with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+RUN_INFO = "run.json"
+TRAINER_STATE = "trainer_state.pt"
+CHECKPOINT_INFO = "checkpoint.json"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def _quiet_transformers():
+    """No progress bars from transformers while a checkpoint is written or read."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+
+
+class CheckpointError(Exception):
+    """A folder that is not a model, run or checkpoint folder, or a checkpoint that is damaged."""
+
+
+# ----------------------------------------------------------------------------------------------
+# small atomic-file helpers
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    for d in [path, *sorted(q for q in path.rglob("*") if q.is_dir())]:
+        _fsync_dir(d)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# finding checkpoints
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of a run folder, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        m = _STEP_DIR.match(d.name)
+        if m and d.is_dir() and (d / CHECKPOINT_INFO).is_file():
+            found.append((int(m.group(1)), d))
+    return [d for _, d in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None when it has none."""
+    cps = list_checkpoints(run_dir)
+    return cps[-1] if cps else None
+
+
+def is_model_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and (
+        (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file())
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / ADAPTER_CONFIG).is_file() and (path / ADAPTER_WEIGHTS).is_file()
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder, a LoRA adapter folder, or a run folder (-> its newest checkpoint).
+
+    Raises CheckpointError with a one-line explanation for anything else.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such folder")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: expected a model folder or a run folder, found a file")
+    if is_model_dir(p) or is_adapter_dir(p):
+        return p
+    latest = latest_checkpoint(p)
+    if latest is not None:
+        return latest
+    if (p / CHECKPOINTS).is_dir() or (p / RUN_INFO).is_file():
+        raise CheckpointError(f"{p}: run folder without a complete checkpoint (did the run save one?)")
+    if (p / "config.json").is_file():
+        raise CheckpointError(f"{p}: has config.json but no model.safetensors "
+                              "(MiniMind .pth files: convert them with `export`/load_minimind_pth first)")
+    raise CheckpointError(f"{p}: not a model folder (config.json + model.safetensors) "
+                          "and not a run folder (checkpoints/step_*)")
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, model=None, tokenizer=None,
+                    trainer_state: dict | None = None, info: dict | None = None,
+                    adapter: tuple[dict, dict] | None = None, keep: int = 2) -> Path:
+    """Write checkpoint `checkpoints/step_{step:06d}` of `run_dir` atomically and return it.
+
+    model:          saved with save_pretrained (config.json + model.safetensors) unless None
+    adapter:        (state_dict, config) of LoRA adapter weights, saved instead of / beside the model
+    trainer_state:  everything needed to resume (torch.save, loaded back with weights_only=True)
+    keep:           how many complete checkpoints to keep (>= 1); older ones are removed only
+                    after the new one is complete
+    """
+    from safetensors.torch import save_file
+
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp-step_{step:06d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _quiet_transformers()
+    if model is not None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    if adapter is not None:
+        state, config = adapter
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER_STATE)
+    # checkpoint.json last: a folder with it is complete
+    (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, **(info or {})}, indent=2, default=str) + "\n",
+                                       encoding="utf-8")
+    _fsync_tree(tmp)
+    if final.exists():  # the same step saved again (e.g. the final save right after a periodic one)
+        _retire(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[:-max(1, keep)]:
+        _retire(old)
+    return final
+
+
+def _retire(path: Path) -> None:
+    """Remove a checkpoint folder: rename it to a hidden name first (atomic), then delete it."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    os.rename(path, trash)
+    _fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_partial(run_dir: str | Path) -> None:
+    """Delete leftovers of interrupted saves (hidden .tmp-/.trash- folders)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.name.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load_trainer_state(checkpoint_dir: str | Path) -> dict:
+    """The resume state of a checkpoint (read with weights_only=True: no code runs)."""
+    path = Path(checkpoint_dir) / TRAINER_STATE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint_dir}: no {TRAINER_STATE} (not a resumable checkpoint)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - turn any unpickling problem into one line
+        raise CheckpointError(f"{path}: cannot read the resume state ({type(e).__name__}: {e})") from None
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def load_model(path: str | Path, device="cpu", dtype: torch.dtype | None = None):
+    """Load a model folder, a run folder's newest checkpoint, or a LoRA adapter folder.
+
+    An adapter folder is loaded as its base model (the folder named in adapter_config.json)
+    with the adapter applied (not merged). Weights come from safetensors only.
+    """
+    from . import MiniMindConfig, MiniMindForCausalLM  # noqa: F401 - registers the model type
+
+    d = resolve_model_dir(path)
+    if is_adapter_dir(d) and not is_model_dir(d):
+        return _load_adapter_model(d, device=device, dtype=dtype)
+    cfg = read_json(d / "config.json")
+    if cfg.get("model_type") not in (None, MiniMindConfig.model_type):
+        raise CheckpointError(f"{d}/config.json: model_type is {cfg.get('model_type')!r}, "
+                              f"expected {MiniMindConfig.model_type!r}")
+    _quiet_transformers()
+    try:
+        model = MiniMindForCausalLM.from_pretrained(str(d), dtype=dtype or torch.float32)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{d}: cannot load the model ({type(e).__name__}: {e})") from None
+    if is_adapter_dir(d):
+        _apply_adapter(model, d)
+    return model.to(device)
+
+
+def _apply_adapter(model, d: Path):
+    from safetensors.torch import load_file
+
+    from . import lora
+
+    cfg = read_json(d / ADAPTER_CONFIG)
+    lora.apply_lora(model, rank=cfg["rank"], alpha=cfg["alpha"], targets=cfg.get("targets"))
+    lora.load_lora(model, load_file(str(d / ADAPTER_WEIGHTS)))
+    return model
+
+
+def _load_adapter_model(d: Path, device="cpu", dtype=None):
+    cfg = read_json(d / ADAPTER_CONFIG)
+    base = cfg.get("base")
+    if not base:
+        raise CheckpointError(f"{d}/{ADAPTER_CONFIG}: no 'base' model folder recorded")
+    base_path = Path(base)
+    if not base_path.is_absolute():
+        base_path = (d / base_path).resolve()
+    try:
+        model = load_model(base_path, device="cpu", dtype=dtype)
+    except CheckpointError as e:
+        raise CheckpointError(f"{d}: the adapter's base model cannot be loaded: {e}") from None
+    return _apply_adapter(model, d).to(device)
+
+
+def load_tokenizer_for(path: str | Path):
+    """The tokenizer saved beside a model (or in a run folder's newest checkpoint)."""
+    from .tokenizer import load_tokenizer
+
+    d = resolve_model_dir(path)
+    if is_adapter_dir(d) and not (d / "tokenizer.json").exists():
+        base = read_json(d / ADAPTER_CONFIG).get("base")
+        d = resolve_model_dir(base)
+    return load_tokenizer(d)
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG states (every rank saves its own; plain Python types so weights_only loading works)
+
+
+def rng_state() -> dict:
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------
+# the metrics file
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per logged step, appended and flushed as training goes.
+
+    On resume, rows after the checkpoint's step are dropped (they will be logged again).
+    """
+
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None):
+        self.path = Path(run_dir) / METRICS
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            atomic_write_text(self.path, "")
+        else:
+            rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics file (or of a run folder's metrics.jsonl); a torn last line is ignored."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a row cut off by a crash: it is the last one
+    return rows
+
+
+__all__ = ["CheckpointError", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "resolve_model_dir",
+           "load_model", "load_tokenizer_for", "load_trainer_state", "rng_state", "set_rng_state",
+           "MetricsLog", "read_metrics", "atomic_write_json", "atomic_write_text", "clean_partial",
+           "is_model_dir", "is_adapter_dir"]
