@@ -85,8 +85,9 @@ _SMOKE = Profile(
                             extra=dict(rank=8, alpha=16)),
         "dpo": StageRecipe(_sample("dpo.jsonl"), 1, 4, 1, 1e-4, 128, max_steps=10, log_every=5, init="sft",
                            extra=dict(beta=0.1)),
-        "distill": StageRecipe(_sample("sft.jsonl"), 1, 8, 1, 1e-3, 128, max_steps=10, log_every=5, init="sft",
-                               extra=dict(alpha=0.5, temperature=1.5)),
+        "distill": StageRecipe(_sample("sft.jsonl"), 1, 8, 1, 1e-3, 128, max_steps=10, log_every=5,
+                               extra=dict(alpha=0.5, temperature=1.5, teacher="sft",
+                                          student=dict(num_hidden_layers=1))),
     },
 )
 
@@ -106,8 +107,9 @@ _TINY = Profile(
                             extra=dict(rank=8, alpha=16)),
         "dpo": StageRecipe(_sample("dpo.jsonl"), 1, 8, 1, 5e-5, 256, max_steps=40, log_every=10, init="sft",
                            extra=dict(beta=0.1)),
-        "distill": StageRecipe(_sample("sft.jsonl"), 1, 16, 1, 1e-3, 256, max_steps=60, log_every=10, init="sft",
-                               extra=dict(alpha=0.5, temperature=1.5)),
+        "distill": StageRecipe(_sample("sft.jsonl"), 1, 16, 1, 1e-3, 256, max_steps=60, log_every=10,
+                               extra=dict(alpha=0.5, temperature=1.5, teacher="sft",
+                                          student=dict(num_hidden_layers=2))),
     },
 )
 

@@ -1,0 +1,154 @@
+"""The `train` and `eval` commands of `python -m minimind_core`.
+
+    python -m minimind_core train pretrain --profile tiny
+    python -m minimind_core train sft --init runs/tiny/pretrain
+    torchrun --nproc_per_node 8 -m minimind_core train sft --profile full
+    python -m minimind_core eval qa --model runs/tiny/sft
+    python -m minimind_core eval ppl --model runs/tiny/pretrain --data data/sample/pretrain.jsonl
+
+Every `train` option defaults to the profile's recipe for the stage (minimind_core.profiles).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from .profiles import PROFILE_NAMES, STAGES
+
+
+def add_parsers(sub) -> None:
+    """Register `train` and `eval` on the top-level subparsers of cli.py."""
+    _train_parser(sub)
+    _eval_parsers(sub)
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", help="train a stage: pretrain, sft, lora, dpo or distill",
+                       description="Train one stage. Unset options come from the profile's recipe; "
+                                   "works the same under torchrun (one process per GPU).")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                   help="size of everything (default: MINIMIND_PROFILE, else full on CUDA, tiny on CPU)")
+    g = p.add_argument_group("data and models")
+    g.add_argument("--data", default=None, help="training JSONL file")
+    g.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the --init model's own, "
+                                                     "else the profile's)")
+    g.add_argument("--init", default=None, help="model or run folder to start from (run folder: its newest "
+                                                "checkpoint); default: the profile's previous stage")
+    g.add_argument("--out", default=None, help="run folder (default: runs/<profile>/<stage>)")
+    g.add_argument("--teacher", default=None, help="distill: the teacher's model or run folder")
+    o = p.add_argument_group("schedule")
+    o.add_argument("--epochs", type=int, default=None)
+    o.add_argument("--max-steps", type=int, default=None,
+                   help="optimizer steps to train (also the length of the LR schedule)")
+    o.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per device")
+    o.add_argument("--accum", type=int, default=None, help="micro-batches per optimizer step")
+    o.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    o.add_argument("--warmup", type=int, default=None, help="linear warmup steps")
+    o.add_argument("--seq-len", type=int, default=None)
+    o.add_argument("--seed", type=int, default=None)
+    r = p.add_argument_group("run")
+    r.add_argument("--log-every", type=int, default=None)
+    r.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (0: only at the end)")
+    r.add_argument("--keep", type=int, default=None, help="complete checkpoints to keep (default 2)")
+    r.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    r.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds a run")
+    r.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default=None,
+                   help="auto: bf16 on GPUs that have it, fp16 + loss scaling on older GPUs, fp32 on CPU")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model")
+    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    r.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: 0 on CPU)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads per process")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    k = p.add_argument_group("stage knobs")
+    k.add_argument("--lora-rank", dest="rank", type=int, default=None)
+    k.add_argument("--lora-alpha", dest="lora_alpha", type=float, default=None)
+    k.add_argument("--beta", type=float, default=None, help="dpo: strength of the KL anchor")
+    k.add_argument("--score", choices=["mean", "sum"], default=None,
+                   help="dpo: sequence score = mean (MiniMind2) or sum of token log-probs")
+    k.add_argument("--alpha", type=float, default=None, help="distill: weight of the hard-label loss")
+    k.add_argument("--temperature", type=float, default=None, help="distill: softmax temperature")
+    k.add_argument("--mix-pretrain", dest="mix_pretrain", action="store_true", default=None,
+                   help="sft: mix one pretraining batch into each step")
+    k.add_argument("--no-mix-pretrain", dest="mix_pretrain", action="store_false")
+    p.set_defaults(handler="minimind_core.train_cli:cli_train")
+
+
+def _eval_parsers(sub):
+    p = sub.add_parser("eval", help="evaluate a model: held-out question accuracy or perplexity")
+    esub = p.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
+    q = esub.add_parser("qa", help="greedy answers to held-out questions; prints `accuracy: 0.xx (n/N)`")
+    q.add_argument("--model", required=True, help="model or run folder")
+    q.add_argument("--data", default=None, help="eval JSONL (default: the profile's eval_qa file)")
+    q.add_argument("--profile", choices=PROFILE_NAMES, default=None)
+    q.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    q.add_argument("--show", type=int, default=0, help="print the first N answers")
+    q.set_defaults(handler="minimind_core.evaluate:cli_eval_qa")
+    s = esub.add_parser("ppl", help="perplexity of a model on a JSONL file")
+    s.add_argument("--model", required=True, help="model or run folder")
+    s.add_argument("--data", required=True)
+    s.add_argument("--seq-len", type=int, default=None)
+    s.add_argument("--limit", type=int, default=None, help="only the first N records")
+    s.set_defaults(handler="minimind_core.evaluate:cli_eval_ppl")
+
+
+def train_kwargs(args) -> dict:
+    """The train() overrides that the parsed arguments ask for (None = profile default)."""
+    kw = dict(data=args.data, tokenizer=args.tokenizer, init=args.init, out=args.out, epochs=args.epochs,
+              max_steps=args.max_steps, batch_size=args.batch_size, accum=args.accum, lr=args.lr,
+              warmup=args.warmup, seq_len=args.seq_len, seed=args.seed, log_every=args.log_every,
+              save_every=args.save_every, keep=args.keep, dtype=args.dtype, device=args.device,
+              num_workers=args.num_workers, threads=args.threads, teacher=args.teacher, rank=args.rank,
+              beta=args.beta, score=args.score, temperature=args.temperature, mix_pretrain=args.mix_pretrain)
+    if args.stage == "lora" and args.lora_alpha is not None:
+        kw["alpha"] = args.lora_alpha
+    elif args.stage == "distill" and args.alpha is not None:
+        kw["alpha"] = args.alpha
+    elif args.lora_alpha is not None or args.alpha is not None:
+        from .cli import CLIError
+
+        raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")
+    for flag in ("resume", "overwrite", "compile"):
+        if getattr(args, flag):
+            kw[flag] = True
+    if args.no_progress:
+        kw["progress"] = False
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def cli_train(args) -> int:
+    """`python -m minimind_core train STAGE ...`; under torchrun a failing rank ends the job."""
+    from .checkpoint import CheckpointError
+    from .cli import CLIError
+    from .train import TrainError, train
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = os.environ.get("RANK", "0")
+    try:
+        train(args.stage, profile=args.profile, **train_kwargs(args))
+    except (TrainError, CheckpointError, FileNotFoundError) as e:
+        if distributed:
+            _die(f"error (rank {rank}): {e}", code=2)
+        raise CLIError(str(e)) from None
+    except KeyboardInterrupt:
+        if distributed:
+            _die(f"interrupted (rank {rank})", code=130)
+        raise
+    except BaseException as e:  # noqa: BLE001
+        if distributed:  # never leave the other ranks waiting in a collective: exit now, torchrun stops them
+            _die(f"rank {rank} failed:\n{traceback.format_exc()}", code=1)
+        if isinstance(e, Exception) and _is_data_error(e):
+            raise CLIError(str(e)) from None
+        raise
+    return 0
+
+
+def _is_data_error(e: Exception) -> bool:
+    return type(e).__name__ == "DataError"
+
+
+def _die(msg: str, code: int):
+    print(msg, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
