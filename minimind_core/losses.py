@@ -61,18 +61,22 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, reduction: str
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float = 0.1):
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float = 0.1,
+             reduction: str = "mean"):
     """Direct Preference Optimization loss from sequence scores (each [batch]).
 
-        loss = -log sigmoid(beta * ((pc - pr) - (rc - rr)))      averaged over the batch
+        loss = -log sigmoid(beta * ((pc - pr) - (rc - rr)))
 
-    Returns `(loss, metrics)` where metrics holds plain floats:
+    reduction: "mean" (over the pairs, default), "sum", or "none" (one loss per pair, [batch]).
+    Returns `(loss, metrics)` where metrics holds plain floats (batch means):
       rewards_chosen    mean of beta * (pc - rc)   (implicit reward of the chosen reply)
       rewards_rejected  mean of beta * (pr - rr)
       margin            mean of rewards_chosen - rewards_rejected
       accuracy          fraction of pairs whose chosen reward beats the rejected one
     At the start of training the policy equals the reference, so loss = ln 2 and margin = 0.
     """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     shapes = {t.shape for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)}
     if len(shapes) != 1:
         raise ValueError("dpo_loss: policy_chosen, policy_rejected, ref_chosen and ref_rejected must "
@@ -82,7 +86,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     chosen_reward = beta * (policy_chosen - ref_chosen)
     rejected_reward = beta * (policy_rejected - ref_rejected)
     logits = chosen_reward - rejected_reward
-    loss = -F.logsigmoid(logits).mean()
+    losses = -F.logsigmoid(logits)
+    loss = losses.mean() if reduction == "mean" else losses.sum() if reduction == "sum" else losses
     with torch.no_grad():
         metrics = {
             "rewards_chosen": chosen_reward.float().mean().item(),

@@ -65,6 +65,11 @@ def test_dpo_loss_hand_computation():
     expected = (-math.log(1 / (1 + math.exp(-0.5))) - math.log(1 / (1 + math.exp(0.5)))) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert m["accuracy"] == 0.5
+    per_pair, _ = dpo_loss(pc, pr, rc, rr, beta=beta, reduction="none")
+    assert per_pair.shape == (2,)
+    torch.testing.assert_close(per_pair.mean(), loss)
+    total, _ = dpo_loss(pc, pr, rc, rr, beta=beta, reduction="sum")
+    torch.testing.assert_close(total, per_pair.sum())
     assert m["margin"] == pytest.approx(0.0, abs=1e-7)
     assert m["rewards_chosen"] == pytest.approx(0.5 * ((0.5) + (-0.5)) / 2)
     assert m["rewards_rejected"] == pytest.approx(0.5 * ((-0.5) + (0.5)) / 2)
