@@ -1,0 +1,1 @@
+"""Plots and widgets for the lessons: one module per topic."""

@@ -1,0 +1,453 @@
+"""Pictures and widgets for lesson 03: rotary position embedding and attention maps.
+
+    rope_rotation_figure(position, pair)      one dimension pair rotated by its position + the cos table
+    rope_explorer()                            the same with sliders (position, dimension pair)
+    rope_wavelength_figure(head_dim, theta)    wavelength of every dimension pair against the context length
+    score_matrix_figure(scores)                a [positions x positions] matrix as a heatmap
+    attention_weights(model, input_ids)        every layer's attention probabilities [layers, batch, heads, q, k]
+    token_labels(tokenizer, ids)               readable labels for byte-level tokens (Chinese included)
+    attention_heatmap(weights, labels)         one head's attention map with token labels
+    attention_explorer(model, tokenizer)       a text box + layer/head sliders -> attention heatmap
+
+The model computes attention with `F.scaled_dot_product_attention`, which does not return the
+probabilities. `attention_weights` records each attention layer's input with a forward pre-hook
+and recomputes softmax(q k^T / sqrt(d)) from that layer's own weights, so the model stays as it is.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ..model import _causal_mask, apply_rope, repeat_kv, rope_tables
+
+
+# --------------------------------------------------------------------------------------------
+# RoPE pictures
+# --------------------------------------------------------------------------------------------
+
+def rope_rotation_figure(position: int, pair: int, head_dim: int = 64, theta: float = 1e6,
+                         max_positions: int = 128) -> Figure:
+    """Left: the 2-D rotation of dimension pair `pair` (dims pair and pair + head_dim/2 in the
+    rotate-half layout) at `position`, with the path of positions 0..position. Right: the cos table
+    [positions, head_dim] with the chosen row and the pair's two columns outlined."""
+    half = head_dim // 2
+    if not 0 <= pair < half:
+        raise ValueError(f"pair must be in 0..{half - 1} for head_dim {head_dim}, got {pair}")
+    if not 0 <= position < max_positions:
+        raise ValueError(f"position must be in 0..{max_positions - 1}, got {position}")
+    cos, sin = rope_tables(head_dim, max_positions, theta)
+    freq = theta ** (-2 * pair / head_dim)
+    angle = position * freq
+
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.6])
+
+    # (x_i, x_{i+half}) = (1, 0) rotated by the angle of each position: rotate-half's pair
+    ts = np.arange(position + 1)
+    ax.plot(np.cos(ts * freq), np.sin(ts * freq), ".", color="0.75", ms=4, label="positions 0..m")
+    circle = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(circle), np.sin(circle), color="0.85", lw=1)
+    ax.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="tab:blue", lw=2))
+    ax.annotate("", xy=(float(cos[position, pair]), float(sin[position, pair])), xytext=(0, 0),
+                arrowprops=dict(arrowstyle="->", color="tab:red", lw=2))
+    ax.plot([], [], color="tab:blue", label="position 0")
+    ax.plot([], [], color="tab:red", label=f"position {position}")
+    ax.set_xlim(-1.25, 1.25)
+    ax.set_ylim(-1.25, 1.25)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"dim {pair}")
+    ax.set_ylabel(f"dim {pair + half}")
+    wavelength = 2 * math.pi / freq
+    ax.set_title(f"pair {pair}: angle m*freq = {angle:.3g} rad\n"
+                 f"freq = {freq:.3g} rad/token, wavelength = {wavelength:.3g} tokens", fontsize=10)
+    ax.legend(loc="lower left", fontsize=8)
+
+    im = ax2.imshow(cos.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
+    ax2.add_patch(Rectangle((-0.5, position - 0.5), head_dim, 1, fill=False, ec="black", lw=1.5))
+    for col in (pair, pair + half):
+        ax2.add_patch(Rectangle((col - 0.5, -0.5), 1, max_positions, fill=False, ec="gold", lw=1.2))
+    ax2.set_xlabel("dimension of the head (both halves share frequency i)")
+    ax2.set_ylabel("position m")
+    ax2.set_title(f"cos table [{max_positions} positions x {head_dim} dims], theta = {theta:g}", fontsize=10)
+    fig.colorbar(im, ax=ax2, shrink=0.8, label="cos(m * freq_i)")
+    return fig
+
+
+def rope_wavelength_figure(head_dim: int = 64, theta: float = 1e6,
+                           context_lengths: dict | None = None) -> Figure:
+    """Wavelength 2*pi/freq_i (tokens per full turn) of every dimension pair, log scale, with
+    horizontal lines at the given context lengths ({label: tokens})."""
+    pairs = np.arange(head_dim // 2)
+    freq = theta ** (-2.0 * pairs / head_dim)
+    wavelength = 2 * np.pi / freq
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.semilogy(pairs, wavelength, "o-", ms=4, label=f"wavelength (theta = {theta:g})")
+    colors = ["tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for (label, n), c in zip((context_lengths or {}).items(), colors):
+        ax.axhline(n, color=c, ls="--", lw=1, label=f"{label}: {n} tokens")
+    ax.set_xlabel(f"dimension pair i (of {head_dim // 2})")
+    ax.set_ylabel("tokens per full turn (log scale)")
+    ax.set_title(f"RoPE frequency spectrum, head_dim {head_dim}")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def score_matrix_figure(scores, title: str = "score(q at m, k at n)", xlabel: str = "key position n",
+                        ylabel: str = "query position m") -> Figure:
+    """A square matrix (e.g. q.k scores over query and key positions) as a heatmap."""
+    s = torch.as_tensor(scores).detach().float().cpu().numpy()
+    fig = Figure(figsize=(5.2, 4.4), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(s, cmap="viridis", interpolation="nearest")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.85)
+    return fig
+
+
+def _widgets():
+    try:
+        import ipywidgets as widgets
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise ImportError("the widgets need ipywidgets: pip install ipywidgets") from e
+    return widgets
+
+
+def _show(out, fig) -> None:
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        display(fig)
+
+
+def rope_explorer(head_dim: int = 64, theta: float = 1e6, max_positions: int = 128):
+    """Sliders for the position and the dimension pair; the figure is `rope_rotation_figure`.
+
+    Returns a VBox with `.position`, `.pair` (the sliders), `.figure` (the latest figure) and
+    `.update()` (redraws; called whenever a slider moves)."""
+    widgets = _widgets()
+    position = widgets.IntSlider(value=min(10, max_positions - 1), min=0, max=max_positions - 1,
+                                 description="position m", continuous_update=False)
+    pair = widgets.IntSlider(value=0, min=0, max=head_dim // 2 - 1, description="pair i",
+                             continuous_update=False)
+    out = widgets.Output()
+    box = widgets.VBox([widgets.HBox([position, pair]), out])
+    box.position, box.pair, box.out, box.figure = position, pair, out, None
+
+    def update(change=None):
+        box.figure = rope_rotation_figure(position.value, pair.value, head_dim, theta, max_positions)
+        _show(out, box.figure)
+        return box.figure
+
+    position.observe(update, names="value")
+    pair.observe(update, names="value")
+    box.update = update
+    update()
+    return box
+
+
+# --------------------------------------------------------------------------------------------
+# Attention maps of a model
+# --------------------------------------------------------------------------------------------
+
+def _attention_layers(model):
+    inner = getattr(model, "model", model)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise TypeError(f"expected a MiniMindForCausalLM or MiniMindModel, got {type(model).__name__}")
+    return [layer.self_attn for layer in layers]
+
+
+def _probabilities(attn, x, cos, sin, past, attention_mask) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) of one Attention module for its input x [b, t, hidden]."""
+    b, t, _ = x.shape
+    q = attn.q_proj(x).view(b, t, attn.n_heads, attn.head_dim)
+    k = attn.k_proj(x).view(b, t, attn.n_kv_heads, attn.head_dim)
+    q, k = apply_rope(q, k, cos, sin)
+    if past is not None:
+        k = torch.cat([past[0], k], dim=1)
+    q = q.transpose(1, 2).float()                                   # [b, heads, t, d]
+    k = repeat_kv(k, attn.n_rep).transpose(1, 2).float()           # [b, heads, past + t, d]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)
+    mask = _causal_mask(t, k.shape[2] - t, attention_mask, x.device)
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+
+
+@torch.no_grad()
+def attention_weights(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The attention probabilities of every layer and head: [layers, batch, heads, q_len, k_len].
+
+    Runs the model once; a forward pre-hook on each layer's `self_attn` sees the normed hidden
+    state that the layer attends with, and the probabilities are recomputed from the layer's own
+    q/k projections, RoPE and causal mask (the model itself uses SDPA, which returns no weights).
+    """
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
+        if bool(attention_mask.all()):
+            attention_mask = None      # the model drops an all-ones mask too
+    layers = _attention_layers(model)
+    found: dict[int, torch.Tensor] = {}
+
+    def hook_for(i):
+        def hook(module, args):
+            x, cos, sin = args[0], args[1], args[2]
+            past = args[3] if len(args) > 3 else None
+            mask = args[5] if len(args) > 5 else attention_mask
+            found[i] = _probabilities(module, x, cos, sin, past, mask)
+        return hook
+
+    handles = [attn.register_forward_pre_hook(hook_for(i)) for i, attn in enumerate(layers)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(input_ids, attention_mask=attention_mask)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return torch.stack([found[i] for i in range(len(layers))]).cpu()
+
+
+_BYTE_OF_CHAR: dict[str, int] | None = None
+
+
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of the byte-level BPE alphabet (each byte drawn as a printable character)."""
+    global _BYTE_OF_CHAR
+    if _BYTE_OF_CHAR is None:
+        printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                     + list(range(ord("®"), ord("ÿ") + 1)))
+        chars, extra = {}, 0
+        for b in range(256):
+            if b in printable:
+                chars[b] = chr(b)
+            else:
+                chars[b] = chr(256 + extra)
+                extra += 1
+        _BYTE_OF_CHAR = {c: b for b, c in chars.items()}
+    return _BYTE_OF_CHAR
+
+
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def _utf8_length(lead: int) -> int:
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0  # a continuation byte or an invalid lead byte
+
+
+def token_labels(tokenizer, ids) -> list[str]:
+    """One readable label per token id.
+
+    Byte-level BPE cuts Chinese characters (3 bytes in UTF-8) across tokens, so decoding one token
+    alone gives '\\ufffd'. Here each character is written on the token that holds its first byte;
+    '…' marks a character that finishes in the next token(s), a leading '·' marks bytes that finish
+    the previous token's character (a token of only such bytes reads '·'), and bytes that are not
+    valid UTF-8 show as hex (\\xe4). Special tokens keep their names; space, newline and tab show
+    as ␣ ↵ ⇥.
+    """
+    ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+    decoder = _byte_decoder()
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    pieces: list[bytes | None] = []
+    for i, tok in zip(ids, tokens):
+        if i in special or tok is None:
+            pieces.append(None)
+        elif all(c in decoder for c in tok):
+            pieces.append(bytes(decoder[c] for c in tok))
+        else:  # not a byte-level token: its decoded text is all there is
+            pieces.append(tokenizer.decode([i]).encode("utf-8"))
+
+    # walk the byte stream of each run of non-special tokens, giving every character to the token
+    # that holds its first byte
+    labels = ["" for _ in ids]
+    owner: list[int] = []
+    stream = bytearray()
+
+    def flush():
+        pos = 0
+        continuation_of: set[int] = set()
+        while pos < len(stream):
+            n = _utf8_length(stream[pos])
+            chunk = bytes(stream[pos:pos + n]) if n else b""
+            try:
+                if not n or pos + n > len(stream):
+                    raise UnicodeDecodeError("utf-8", chunk, 0, 1, "incomplete")
+                ch = chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                labels[owner[pos]] += f"\\x{stream[pos]:02x}"
+                pos += 1
+                continue
+            t = owner[pos]
+            labels[t] += _VISIBLE.get(ch, ch)
+            if owner[pos + n - 1] != t:
+                labels[t] += "…"
+                for j in range(pos + 1, pos + n):
+                    if owner[j] != t:
+                        continuation_of.add(owner[j])
+            pos += n
+        for t in continuation_of:
+            labels[t] = "·" + labels[t]
+        stream.clear()
+        owner.clear()
+
+    for t, piece in enumerate(pieces):
+        if piece is None:
+            flush()
+            labels[t] = tokens[t] if tokens[t] is not None else f"<{ids[t]}>"
+            continue
+        stream.extend(piece)
+        owner.extend([t] * len(piece))
+    flush()
+    return [lab if lab else "·" for lab in labels]
+
+
+@lru_cache(maxsize=1)
+def cjk_font() -> str | None:
+    """The name of an installed font with Chinese glyphs, or None (matplotlib's default has none)."""
+    from matplotlib import font_manager
+
+    wanted = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
+              "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Sarasa")
+    for f in font_manager.fontManager.ttflist:
+        if any(w.lower() in f.name.lower() for w in wanted):
+            return f.name
+    return None
+
+
+@lru_cache(maxsize=4)
+def _charmap(family: str) -> frozenset:
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    path = font_manager.findfont(font_manager.FontProperties(family=family))
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def _drawable(label: str, families: list[str]) -> bool:
+    maps = [_charmap(f) for f in families]
+    return all(any(ord(c) in m for m in maps) for c in label)
+
+
+def attention_heatmap(weights, labels: list[str] | None = None, title: str = "") -> Figure:
+    """One head's attention map: rows are queries, columns keys, each row sums to 1.
+
+    Tick labels are `i:label`; where no installed font can draw a label (Chinese without a CJK
+    font) the tick shows only the index `i` (the widget prints the full labels as text)."""
+    w = torch.as_tensor(weights).detach().float().cpu()
+    if w.dim() != 2 or w.shape[0] > w.shape[1]:
+        raise ValueError(f"expected a [queries, keys] matrix, got shape {tuple(w.shape)}")
+    n_q, n_k = w.shape
+    families = ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
+    size = max(4.5, min(12.0, 0.26 * n_k + 2.5))
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(w.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    if labels is not None:
+        if len(labels) != n_k:
+            raise ValueError(f"{len(labels)} labels for {n_k} key positions")
+        ticks = [f"{i}:{lab}" if _drawable(lab, families) else f"{i}" for i, lab in enumerate(labels)]
+        fontsize = 9 if n_k <= 24 else (7 if n_k <= 48 else 5)
+        ax.set_xticks(range(n_k), ticks, rotation=90, fontsize=fontsize, fontfamily=families)
+        ax.set_yticks(range(n_q), ticks[n_k - n_q:], fontsize=fontsize, fontfamily=families)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query (attending)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="attention probability")
+    return fig
+
+
+class _AttentionState:
+    """The prompt's tokens and attention probabilities, recomputed only when the text changes."""
+
+    def __init__(self, model, tokenizer, max_tokens: int, add_bos: bool):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_tokens, self.add_bos = max_tokens, add_bos
+        self.text = None
+        self.weights = None
+        self.labels: list[str] = []
+
+    def set_text(self, text: str):
+        if text == self.text:
+            return
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if self.add_bos and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id] + ids
+        if not ids:
+            raise ValueError("the prompt is empty: type some text")
+        ids = ids[: self.max_tokens]
+        self.weights = attention_weights(self.model, torch.tensor([ids]))[:, 0]   # [layers, heads, t, t]
+        self.labels = token_labels(self.tokenizer, ids)
+        self.text = text
+
+
+def attention_explorer(model, tokenizer, text: str = "The quick brown fox jumps over the lazy dog.",
+                       max_tokens: int = 48, add_bos: bool = True):
+    """A text box and layer/head sliders -> the attention heatmap of that head for the typed prompt.
+
+    Returns a VBox with `.text`, `.layer`, `.head` (the controls), `.figure` (the latest figure),
+    `.labels` (the token labels), `.weights` ([layers, heads, t, t]) and `.update()`. The prompt is
+    cut to `max_tokens` tokens (bos first, as the pretrained model saw its training text)."""
+    widgets = _widgets()
+    cfg = model.config
+    state = _AttentionState(model, tokenizer, max_tokens, add_bos)
+    text_box = widgets.Text(value=text, description="prompt", continuous_update=False,
+                            layout=widgets.Layout(width="90%"))
+    layer = widgets.IntSlider(value=0, min=0, max=cfg.num_hidden_layers - 1, description="layer",
+                              continuous_update=False)
+    head = widgets.IntSlider(value=0, min=0, max=cfg.num_attention_heads - 1, description="head",
+                             continuous_update=False)
+    tokens_line = widgets.HTML()
+    out = widgets.Output()
+    box = widgets.VBox([text_box, widgets.HBox([layer, head]), tokens_line, out])
+    box.text, box.layer, box.head, box.out, box.figure = text_box, layer, head, out, None
+
+    def update(change=None):
+        import html
+
+        try:
+            state.set_text(text_box.value)
+        except ValueError as e:
+            tokens_line.value = f"<b>{html.escape(str(e))}</b>"
+            return None
+        box.labels, box.weights = state.labels, state.weights
+        tokens_line.value = ("<small>" + " ".join(f"<code>{i}:{html.escape(lab)}</code>"
+                                                  for i, lab in enumerate(state.labels)) + "</small>")
+        n_rep = cfg.num_attention_heads // cfg.num_key_value_heads
+        box.figure = attention_heatmap(
+            state.weights[layer.value, head.value], state.labels,
+            f"layer {layer.value}, query head {head.value} (KV head {head.value // n_rep}), "
+            f"{len(state.labels)} tokens")
+        _show(out, box.figure)
+        return box.figure
+
+    for w in (text_box, layer, head):
+        w.observe(update, names="value")
+    box.update = update
+    update()
+    return box
+
+
+__all__ = ["rope_rotation_figure", "rope_explorer", "rope_wavelength_figure", "score_matrix_figure",
+           "attention_weights", "token_labels", "cjk_font", "attention_heatmap", "attention_explorer"]
