@@ -247,7 +247,13 @@ def _head_metadata(source: str, url: str, timeout: float) -> Remote:
     """
     current = url
     for _ in range(8):
-        resp = _request(current, method="HEAD", follow=False, timeout=timeout)
+        try:
+            resp = _request(current, method="HEAD", follow=False, timeout=timeout)
+        except DownloadError as e:
+            if current == url and "HTTP 405" not in str(e):
+                raise
+            # Storage URLs signed for GET may refuse HEAD: the size then comes from the GET itself.
+            return Remote(source, url, None, None, f"none (HEAD on the storage URL: {e})")
         h = resp.headers
         linked_size = _int_header(h, "X-Linked-Size")
         linked_sha = _clean_etag(h.get("X-Linked-Etag"))
@@ -356,7 +362,7 @@ def _human(n: int | None) -> str:
         return "unknown size"
     for unit, scale in (("GB", GB), ("MB", MB), ("KB", KB)):
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
+            return f"{n / scale:.1f}".rstrip("0").rstrip(".") + f" {unit}"
     return f"{n} B"
 
 
@@ -379,8 +385,11 @@ def _expected(entry: DataFile, remote: Remote) -> tuple[int | None, str | None]:
 
 
 def _transfer(url: str, part: Path, size: int | None, *, timeout: float, progress: bool,
-              desc: str, log) -> tuple[int, str]:
-    """One GET into `part`, resuming from its current length. Returns (bytes on disk, sha256).
+              desc: str, log) -> tuple[int, str, int]:
+    """One GET into `part`, resuming from its current length.
+
+    Returns (bytes on disk, their sha256, the file's size). The size is `size` when the metadata gave
+    one, else what the response says (Content-Length or the total of Content-Range).
 
     Raises _Interrupted when the connection breaks mid-body (the .part keeps what arrived).
     """
@@ -419,12 +428,16 @@ def _transfer(url: str, part: Path, size: int | None, *, timeout: float, progres
             mode = "wb"
         if size is not None and total is not None and total != size:
             raise VerificationError(f"{desc}: wrong size: expected {size} bytes, the server sends {total}")
+        if size is None and total is None:
+            raise DownloadError(f"{url}: neither the hub's metadata nor the response gives the size of "
+                                f"{desc}, so a complete download cannot be told from a truncated one")
+        expected_end = size if size is not None else total
         hasher = hashlib.sha256()
         if mode == "ab" and have:
             with open(part, "rb") as f:
                 for block in iter(lambda: f.read(CHUNK), b""):
                     hasher.update(block)
-        bar = _bar(size if size is not None else total, have, desc, progress)
+        bar = _bar(expected_end, have, desc, progress)
         got = have
         try:
             with open(part, mode) as f:
@@ -441,10 +454,9 @@ def _transfer(url: str, part: Path, size: int | None, *, timeout: float, progres
                     bar.update(len(block))
         finally:
             bar.close()
-    expected_end = size if size is not None else total
-    if expected_end is not None and got < expected_end:
+    if got < expected_end:
         raise _Interrupted(f"connection closed after {got} of {expected_end} bytes")
-    return got, hasher.hexdigest()
+    return got, hasher.hexdigest(), expected_end
 
 
 def _try_source(entry: DataFile, remote: Remote, out_dir: Path, *, retries: int, retry_wait: float,
@@ -452,9 +464,6 @@ def _try_source(entry: DataFile, remote: Remote, out_dir: Path, *, retries: int,
     final = out_dir / entry.name
     part = out_dir / (entry.name + ".part")
     size, sha = _expected(entry, remote)
-    if size is None:
-        raise DownloadError(f"{remote.url}: the server gives no size for {entry.name}, so a complete "
-                            "download cannot be told from a truncated one")
     state = _read_state(out_dir, entry.name)
     if part.exists():
         old = state.get("partial") or {}
@@ -467,14 +476,15 @@ def _try_source(entry: DataFile, remote: Remote, out_dir: Path, *, retries: int,
     attempt = 0
     while True:
         try:
-            got, digest = _transfer(remote.url, part, size, timeout=timeout, progress=progress,
+            got, digest, size = _transfer(remote.url, part, size, timeout=timeout, progress=progress,
                                     desc=entry.name, log=log)
             break
         except (_Interrupted, _Unreachable) as e:
             attempt += 1
             if attempt > retries:
                 have = part.stat().st_size if part.exists() else 0
-                raise _Interrupted(f"{e}; {have} of {size} bytes kept in {part} - run the command "
+                of = f"{size}" if size is not None else "an unknown number of"
+                raise _Interrupted(f"{e}; {have} of {of} bytes kept in {part} - run the command "
                                    "again to resume") from None
             log(f"  {e}; resuming (retry {attempt} of {retries})")
             if retry_wait:
@@ -516,7 +526,7 @@ def _advice(entry: DataFile, out_dir: Path, attempts: list[tuple[str, str, str]]
             "  - use a Hugging Face mirror, e.g.:",
             f"      HF_ENDPOINT=https://hf-mirror.com python -m minimind_core data download {stem} --source huggingface",
             "    (MINIMIND_MODELSCOPE_URL and MINIMIND_HF_URL override the two hubs' base URLs);",
-            "  - or download it by hand (resumable) and run this command again to verify it:",
+            "  - or download it by hand with either command (wget -c resumes) and run this command again to verify it:",
         ]
         for _, url, _ in attempts:
             lines.append(f"      wget -c -O {out_dir / entry.name} {url}")

@@ -31,6 +31,8 @@ class Hub:
         self.ms_sha = None             # a wrong sha256 to publish on ModelScope
         self.hf_sha = None             # a wrong sha256 to publish on Hugging Face
         self.honor_range = True
+        self.hf_plain = False          # Hugging Face redirect without X-Linked-* headers
+        self.storage_refuses_head = False  # signed storage URLs that answer HEAD with 403
         self.cut_after = []            # per GET: close the connection after this many body bytes
         self.log = []                  # (method, path, Range header)
 
@@ -77,12 +79,16 @@ def _handler(hub: Hub):
                 if name not in hub.files:
                     return self._send(404, body=b"Entry not found")
                 data = hub.files[name]
+                if hub.hf_plain:
+                    return self._send(302, [("Location", f"/storage/{name}?sig=x")])
                 # LFS files: redirect to the storage, with the file's sha256 and size on the redirect
                 return self._send(302, [("Location", f"/storage/{name}?sig=x"),
                                         ("X-Linked-Size", str(len(data))),
                                         ("X-Linked-Etag", f'"{hub.hf_sha or hashlib.sha256(data).hexdigest()}"'),
                                         ("ETag", '"0123abcd"')])
             if u.path.startswith("/storage/"):
+                if self.command == "HEAD" and hub.storage_refuses_head:
+                    return self._send(403, body=b"signature does not match")
                 return self._serve(unquote(u.path[len("/storage/"):]))
             self._send(404, body=b"no route")
 
@@ -182,6 +188,16 @@ def test_huggingface_metadata_from_linked_headers(hub):
     assert (remote.size, remote.sha256) == (len(PAYLOAD), SHA)
     hub.hf_sha = "ab" * 32
     assert dl.remote_metadata("huggingface", NAME, timeout=5).sha256 == "ab" * 32
+
+
+def test_size_only_when_no_checksum_is_published(hub, tmp_path):
+    hub.hf_plain = hub.storage_refuses_head = True
+    hub.cut_after = [90_000]
+    path, msg = fetch(tmp_path, source="huggingface", retries=1)
+    assert path.read_bytes() == PAYLOAD
+    assert "published no sha256" in msg and SHA in msg and "checked by size only" in msg
+    ranges = [r for p, r in gets(hub) if p.startswith("/storage/")]
+    assert ranges == [None, "bytes=90000-"]
 
 
 def test_interrupted_then_resumed_with_range(hub, tmp_path):
