@@ -280,7 +280,7 @@ def _apply_adapter(model, d: Path):
     from . import lora
 
     cfg = read_json(d / ADAPTER_CONFIG)
-    lora.apply_lora(model, rank=cfg["rank"], alpha=cfg["alpha"], targets=cfg.get("targets"))
+    lora.apply_lora(model, rank=cfg["rank"], alpha=cfg["alpha"], targets=cfg.get("targets") or "all")
     lora.load_lora(model, load_file(str(d / ADAPTER_WEIGHTS)))
     return model
 

@@ -113,6 +113,7 @@ class TrainConfig:
     compile: bool = False
     device: str | None = None
     num_workers: int | None = None
+    cache_dir: Path | None = None
     threads: int | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -159,7 +160,7 @@ def resolve_config(stage: str, profile=None, **overrides) -> TrainConfig:
     )
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    for k in ("data", "out", "tokenizer"):
+    for k in ("data", "out", "tokenizer", "cache_dir"):
         if getattr(cfg, k) is not None:
             setattr(cfg, k, Path(getattr(cfg, k)))
     for k in ("epochs", "batch_size", "accum", "seq_len", "log_every"):
@@ -420,14 +421,14 @@ def _require_file(path: Path, what: str) -> Path:
     return Path(path)
 
 
-def _packed_dataset(path: Path, tokenizer, seq_len: int, env: Env):
+def _packed_dataset(path: Path, tokenizer, seq_len: int, env: Env, cache_dir=None):
     from .datasets import PackedDataset, build_token_cache
 
     _require_file(path, "pretraining data")
     # rank 0 tokenizes and writes the cache; the other ranks wait, then read it
     if env.distributed and not env.is_main:
         _barrier(env)
-    cache = build_token_cache(path, tokenizer)
+    cache = build_token_cache(path, tokenizer, cache_dir=cache_dir, progress=env.is_main)
     if env.distributed and env.is_main:
         _barrier(env)
     return PackedDataset(cache, seq_len)
@@ -449,7 +450,7 @@ class PretrainTask(Task):
         return MiniMindForCausalLM(config)
 
     def build_streams(self):
-        ds = _packed_dataset(self.cfg.data, self.tokenizer, self.cfg.seq_len, self.env)
+        ds = _packed_dataset(self.cfg.data, self.tokenizer, self.cfg.seq_len, self.env, self.cfg.cache_dir)
         return {"main": self._stream(ds, self.cfg.batch_size, name=str(self.cfg.data))}
 
 
@@ -477,7 +478,7 @@ class SFTTask(Task):
             mix = self.cfg.extra["mix_pretrain"]
             path = Path(mix) if isinstance(mix, (str, Path)) else pre.data
             bs = int(self.cfg.extra.get("mix_batch_size") or pre.batch_size)
-            pds = _packed_dataset(path, self.tokenizer, self.cfg.seq_len, self.env)
+            pds = _packed_dataset(path, self.tokenizer, self.cfg.seq_len, self.env, self.cfg.cache_dir)
             streams["pretrain"] = self._stream(pds, bs, name=str(path), seed_offset=1)
         return streams
 
@@ -510,8 +511,9 @@ class LoRATask(SFTTask):
 
     def _lora_kwargs(self):
         e = self.cfg.extra
-        return dict(rank=int(e.get("rank", 8)), alpha=float(e.get("alpha", e.get("rank", 8))),
-                    targets=e.get("targets"))
+        alpha = e.get("alpha")
+        return dict(rank=int(e.get("rank", 8)), alpha=None if alpha is None else float(alpha),
+                    targets=e.get("targets") or "all")
 
     def build_model(self, resume_from):
         from . import lora
@@ -523,9 +525,7 @@ class LoRATask(SFTTask):
             p.requires_grad_(False)
         kw = self._lora_kwargs()
         torch.manual_seed(self.cfg.seed)
-        lora.apply_lora(model, **kw)
-        for name, p in model.named_parameters():
-            p.requires_grad_(_is_lora_param(name))
+        lora.apply_lora(model, **kw)  # freezes everything but the adapters
         if resume_from is not None:
             from safetensors.torch import load_file
 
@@ -535,14 +535,9 @@ class LoRATask(SFTTask):
     def save_payload(self, model):
         from . import lora
 
-        kw = self._lora_kwargs()
-        config = {"base": str(Path(self.base_dir).resolve()), "rank": kw["rank"], "alpha": kw["alpha"],
-                  "targets": kw["targets"], "model_type": "minimind-lora"}
+        config = {**lora.adapter_config(model), "base": str(Path(self.base_dir).resolve()),
+                  "model_type": "minimind-lora"}
         return {"adapter": (lora.lora_state_dict(model), config), "tokenizer": self.tokenizer}
-
-
-def _is_lora_param(name: str) -> bool:
-    return "lora_" in name
 
 
 class DPOTask(Task):
@@ -825,7 +820,7 @@ def train(stage: str, profile=None, callbacks: Iterable = (), **overrides) -> Ru
                 have on_log(row) and/or on_end(result)
     overrides:  any TrainConfig field (data, init, out, epochs, max_steps, batch_size, accum, lr,
                 warmup, seq_len, seed, log_every, save_every, keep, resume, overwrite, dtype,
-                compile, device, num_workers, threads, progress, tokenizer) or a stage knob
+                compile, device, num_workers, cache_dir, threads, progress, tokenizer) or a stage knob
                 (rank, alpha, targets, beta, score, temperature, teacher, student, mix_pretrain)
     """
     cfg = resolve_config(stage, profile, **overrides)

@@ -59,6 +59,8 @@ def _train_parser(sub):
     r.add_argument("--compile", action="store_true", help="torch.compile the model")
     r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     r.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: 0 on CPU)")
+    r.add_argument("--cache-dir", default=None, help="where tokenized pretraining data is cached "
+                                                      "(default: data/cache)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     k = p.add_argument_group("stage knobs")
@@ -84,12 +86,16 @@ def _eval_parsers(sub):
     q.add_argument("--profile", choices=PROFILE_NAMES, default=None)
     q.add_argument("--limit", type=int, default=None, help="only the first N questions")
     q.add_argument("--show", type=int, default=0, help="print the first N answers")
+    q.add_argument("--verbose", action="store_true", help="print every answer")
+    q.add_argument("--max-new-tokens", type=int, default=None, help="reply length limit (default 48)")
+    q.add_argument("--batch-size", type=int, default=None, help="questions answered together (default 16)")
     q.set_defaults(handler="minimind_core.evaluate:cli_eval_qa")
     s = esub.add_parser("ppl", help="perplexity of a model on a JSONL file")
     s.add_argument("--model", required=True, help="model or run folder")
     s.add_argument("--data", required=True)
     s.add_argument("--seq-len", type=int, default=None)
     s.add_argument("--limit", type=int, default=None, help="only the first N records")
+    s.add_argument("--max-tokens", type=int, default=None, help="stop after scoring N tokens")
     s.set_defaults(handler="minimind_core.evaluate:cli_eval_ppl")
 
 
@@ -99,7 +105,7 @@ def train_kwargs(args) -> dict:
               max_steps=args.max_steps, batch_size=args.batch_size, accum=args.accum, lr=args.lr,
               warmup=args.warmup, seq_len=args.seq_len, seed=args.seed, log_every=args.log_every,
               save_every=args.save_every, keep=args.keep, dtype=args.dtype, device=args.device,
-              num_workers=args.num_workers, threads=args.threads, teacher=args.teacher, rank=args.rank,
+              num_workers=args.num_workers, cache_dir=args.cache_dir, threads=args.threads, teacher=args.teacher, rank=args.rank,
               beta=args.beta, score=args.score, temperature=args.temperature, mix_pretrain=args.mix_pretrain)
     if args.stage == "lora" and args.lora_alpha is not None:
         kw["alpha"] = args.lora_alpha
