@@ -55,9 +55,17 @@ def to_llama(model):
 
 def export_llama(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `model_dir` (a model folder or a run folder) as a LlamaForCausalLM folder."""
-    from .checkpoint import load_model
+    from .checkpoint import CheckpointError, load_model, load_tokenizer_for
 
-    model, tokenizer = load_model(model_dir)
+    try:
+        model = load_model(model_dir)
+        tokenizer = load_tokenizer_for(model_dir)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
+    if any(type(m).__name__ == "LoRALinear" for m in model.modules()):
+        from .lora import merge_lora
+
+        model = merge_lora(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     llama = to_llama(model)
