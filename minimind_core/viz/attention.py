@@ -26,6 +26,18 @@ from matplotlib.patches import Rectangle
 from ..model import _causal_mask, apply_rope, repeat_kv, rope_tables
 
 
+class _Figure(Figure):
+    """A matplotlib Figure that shows itself in Jupyter (display(fig) or a cell's last value) with
+    any backend, without pyplot: no figure is left open and none is shown twice."""
+
+    def _repr_png_(self):
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
+
+
 # --------------------------------------------------------------------------------------------
 # RoPE pictures
 # --------------------------------------------------------------------------------------------
@@ -44,7 +56,7 @@ def rope_rotation_figure(position: int, pair: int, head_dim: int = 64, theta: fl
     freq = theta ** (-2 * pair / head_dim)
     angle = position * freq
 
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    fig = _Figure(figsize=(11, 4.6), layout="constrained")
     ax, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.6])
 
     # (x_i, x_{i+half}) = (1, 0) rotated by the angle of each position: rotate-half's pair
@@ -85,7 +97,7 @@ def rope_wavelength_figure(head_dim: int = 64, theta: float = 1e6,
     pairs = np.arange(head_dim // 2)
     freq = theta ** (-2.0 * pairs / head_dim)
     wavelength = 2 * np.pi / freq
-    fig = Figure(figsize=(8, 4), layout="constrained")
+    fig = _Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     ax.semilogy(pairs, wavelength, "o-", ms=4, label=f"wavelength (theta = {theta:g})")
     colors = ["tab:orange", "tab:green", "tab:red", "tab:purple"]
@@ -103,7 +115,7 @@ def score_matrix_figure(scores, title: str = "score(q at m, k at n)", xlabel: st
                         ylabel: str = "query position m") -> Figure:
     """A square matrix (e.g. q.k scores over query and key positions) as a heatmap."""
     s = torch.as_tensor(scores).detach().float().cpu().numpy()
-    fig = Figure(figsize=(5.2, 4.4), layout="constrained")
+    fig = _Figure(figsize=(5.2, 4.4), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(s, cmap="viridis", interpolation="nearest")
     ax.set_xlabel(xlabel)
@@ -361,7 +373,7 @@ def attention_heatmap(weights, labels: list[str] | None = None, title: str = "")
     n_q, n_k = w.shape
     families = ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
     size = max(4.5, min(12.0, 0.26 * n_k + 2.5))
-    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    fig = _Figure(figsize=(size + 1.2, size), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(w.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     if labels is not None:
