@@ -159,10 +159,11 @@ def greedy_token_ids(model, tokenizer, questions: Sequence[str], max_new_tokens:
                      batch_size: int = 16, progress: bool = False) -> list[list[int]]:
     """The greedy reply tokens to each question (up to and including <|im_end|> when produced).
 
-    Questions are answered `batch_size` at a time, left-padded with an attention mask. That gives
-    the same tokens as one question at a time: padded keys are masked out and RoPE makes the
-    attention scores depend only on relative positions, so shifting a prompt right changes nothing
-    but rounding. Batches hold questions of similar length so that there is little padding.
+    Questions are answered `batch_size` at a time, left-padded with an attention mask: padded keys
+    are masked out and RoPE makes the attention scores depend only on relative positions, so
+    shifting a prompt right changes nothing but rounding. In float32 that gives the same tokens as one question at a time; in bfloat16 the
+    rounding is coarse enough to flip near-ties of an untrained model, so compare batched and
+    unbatched runs in float32. Batches hold questions of similar length (little padding).
     """
     from .generate import generate
 
