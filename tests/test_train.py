@@ -1,0 +1,217 @@
+"""The training loop: LR schedule, gradient accumulation, every stage, clear errors, non-finite loss.
+
+The runs use the smoke profile's model on a small synthetic corpus written into a temporary
+folder (tokenizer included), so they do not depend on the bundled sample corpus.
+"""
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimind_core.train import NonFiniteLossError, TrainError, lr_at, train
+
+NAMES = ["Mira", "Tomas", "Lena", "Oskar", "Ada", "Rui", "Nina", "Ivo", "Sara", "Paul", "Yuki", "Omar"]
+CITIES = ["Selstead", "Varn", "Kelmouth", "Orrin", "Tessaly", "Brisk"]
+JOBS = ["baker", "teacher", "pilot", "doctor", "farmer", "painter"]
+
+
+def make_corpus(root: Path, seed: int = 0) -> dict:
+    """A tiny bilingual-free fact world: pretrain text, SFT chats, DPO pairs and a tokenizer."""
+    from minimind_core.tokenizer import train_tokenizer
+
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    facts = {n: (CITIES[i % len(CITIES)], JOBS[(i * 5) % len(JOBS)]) for i, n in enumerate(NAMES)}
+    texts = []
+    for _ in range(12):
+        for n, (c, j) in facts.items():
+            s = [f"{n} lives in {c}.", f"{n} works as a {j}.", f"The {j} {n} likes {c}."]
+            rng.shuffle(s)
+            texts.append(" ".join(s))
+    chats, pairs = [], []
+    for n, (c, j) in facts.items():
+        chats.append([{"role": "user", "content": f"Where does {n} live?"},
+                      {"role": "assistant", "content": f"{n} lives in {c}."}])
+        chats.append([{"role": "user", "content": f"What is {n}'s job?"},
+                      {"role": "assistant", "content": f"{n} works as a {j}."}])
+        wrong = CITIES[(CITIES.index(c) + 1) % len(CITIES)]
+        pairs.append({"chosen": chats[-2], "rejected": [chats[-2][0], {"role": "assistant",
+                                                                        "content": f"{n} lives in {wrong}."}]})
+    files = {"pretrain": root / "pretrain.jsonl", "sft": root / "sft.jsonl", "dpo": root / "dpo.jsonl"}
+    files["pretrain"].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    files["sft"].write_text("".join(json.dumps({"conversations": c}) + "\n" for c in chats), encoding="utf-8")
+    files["dpo"].write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    all_text = texts + [m["content"] for c in chats for m in c] + ["user assistant system"]
+    train_tokenizer(all_text, 400, root / "tokenizer")
+    files["tokenizer"] = root / "tokenizer"
+    return files
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def run(stage, corpus, out, **kw):
+    """A quiet smoke-profile run on the synthetic corpus."""
+    data = corpus["pretrain"] if stage == "pretrain" else corpus["dpo"] if stage == "dpo" else corpus["sft"]
+    kw.setdefault("progress", False)
+    kw.setdefault("seq_len", 64)
+    kw.setdefault("cache_dir", corpus["pretrain"].parent / "cache")
+    if stage == "pretrain":
+        kw.setdefault("tokenizer", corpus["tokenizer"])
+    return train(stage, profile="smoke", data=data, out=out, **kw)
+
+
+def first_last(result):
+    losses = [r["loss"] for r in result.metrics]
+    return losses[0], losses[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_lr_schedule_values():
+    # MiniMind: lr * (0.1 + 0.45 * (1 + cos(pi t / T)))
+    assert lr_at(0, 100, 5e-4) == pytest.approx(5e-4)
+    assert lr_at(50, 100, 5e-4) == pytest.approx(5e-4 * 0.55)
+    assert lr_at(100, 100, 5e-4) == pytest.approx(5e-5)
+    assert lr_at(25, 100, 1.0) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 4)))
+    vals = [lr_at(t, 100, 1.0) for t in range(100)]
+    assert all(a > b for a, b in zip(vals, vals[1:]))
+    assert vals[-1] > 0.1
+    # warmup: linear ramp to the peak, then the cosine over the remaining steps
+    assert [lr_at(t, 20, 1.0, warmup=4) for t in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lr_at(4, 20, 1.0, warmup=4) == pytest.approx(1.0)
+    assert lr_at(12, 20, 1.0, warmup=4) == pytest.approx(0.55)
+    with pytest.raises(ValueError):
+        lr_at(0, 0, 1.0)
+
+
+def _weights(checkpoint):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(checkpoint) / "model.safetensors"))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_accumulation_equals_larger_batch(stage, corpus, tmp_path):
+    init, base = {}, None
+    if stage == "sft":  # variable target counts per micro-batch: the token-weighted mean must still match
+        base = run("pretrain", corpus, tmp_path / "base", max_steps=2)
+        init = dict(init=base.run_dir, mix_pretrain=False)
+    a = run(stage, corpus, tmp_path / "a", batch_size=8, accum=1, max_steps=3, lr=1e-2, **init)
+    b = run(stage, corpus, tmp_path / "b", batch_size=4, accum=2, max_steps=3, lr=1e-2, **init)
+    c = run(stage, corpus, tmp_path / "c", batch_size=2, accum=4, max_steps=3, lr=1e-2, **init)
+    wa, wb, wc = _weights(a.checkpoint), _weights(b.checkpoint), _weights(c.checkpoint)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-3, atol=1e-4)  # Adam magnifies float-order noise of tiny gradients
+        torch.testing.assert_close(wc[k], wa[k], rtol=1e-3, atol=1e-4)  # Adam magnifies float-order noise of tiny gradients
+    assert b.final_loss == pytest.approx(a.final_loss, rel=1e-4)
+    # and the weights did move
+    if base is not None:
+        w0 = _weights(base.checkpoint)
+        assert any(not torch.equal(w0[k], wa[k]) for k in wa)
+
+
+def test_all_stages_learn_in_smoke_profile(corpus, tmp_path):
+    seen = []
+    pre = run("pretrain", corpus, tmp_path / "pretrain", callbacks=[seen.append], max_steps=40, log_every=5)
+    f, l = first_last(pre)
+    assert l < f - 1.0, (f, l)
+    assert [r["step"] for r in seen] == [r["step"] for r in pre.metrics] == list(range(5, 45, 5))
+    assert pre.tokens_seen == 40 * 8 * 64
+    assert pre.checkpoint.name == "step_000040"
+    rows = [json.loads(x) for x in (pre.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows == pre.metrics
+    assert set(rows[0]) >= {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"}
+
+    sft = run("sft", corpus, tmp_path / "sft", init=pre.run_dir, mix_pretrain=str(corpus["pretrain"]),
+              mix_batch_size=4, max_steps=30, log_every=5, lr=3e-3)
+    f, l = first_last(sft)
+    assert l < f * 0.7, (f, l)
+    assert "pretrain_loss" in sft.metrics[0]
+    # the SFT run saved the tokenizer beside the model
+    assert (sft.checkpoint / "tokenizer.json").is_file()
+
+    lora = run("lora", corpus, tmp_path / "lora", init=pre.run_dir, max_steps=30, log_every=5, lr=1e-2)
+    f, l = first_last(lora)
+    assert l < f - 0.25, (f, l)
+    assert (lora.checkpoint / "adapter.safetensors").is_file()
+    assert not (lora.checkpoint / "model.safetensors").exists()
+    from minimind_core.checkpoint import load_model
+
+    m = load_model(lora.run_dir)
+    assert any("lora_A" in n for n, _ in m.named_parameters())
+
+    dpo = run("dpo", corpus, tmp_path / "dpo", init=sft.run_dir, max_steps=20, log_every=4, lr=2e-3,
+              batch_size=12, score="sum")
+    f, l = first_last(dpo)
+    assert f == pytest.approx(math.log(2), abs=0.05)  # the policy starts as the reference
+    assert l < 0.55, (f, l)
+    assert dpo.metrics[-1]["reward_margin"] > 0.3
+
+    dist = run("distill", corpus, tmp_path / "distill", teacher=sft.run_dir, max_steps=30, log_every=5, lr=5e-3)
+    f, l = first_last(dist)
+    assert l < f - 1.0, (f, l)
+    student = load_model(dist.run_dir)
+    assert student.config.num_hidden_layers == 1  # the smoke recipe's smaller student
+
+
+def test_existing_run_needs_resume_or_overwrite(corpus, tmp_path):
+    run("pretrain", corpus, tmp_path / "r", max_steps=2)
+    with pytest.raises(TrainError, match="--resume"):
+        run("pretrain", corpus, tmp_path / "r", max_steps=2)
+    again = run("pretrain", corpus, tmp_path / "r", max_steps=3, overwrite=True)
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step_000003"]
+    assert again.steps == 3
+
+
+def test_bad_init_and_vocab_mismatch(corpus, tmp_path):
+    with pytest.raises(TrainError, match="no such folder"):
+        run("sft", corpus, tmp_path / "x", init=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainError, match="not a model folder"):
+        run("sft", corpus, tmp_path / "x", init=tmp_path / "empty")
+    # a tokenizer larger than the model's vocabulary (394 tokens, vocab_size 300)
+    from minimind_core import MiniMindConfig, MiniMindForCausalLM
+    from minimind_core.tokenizer import train_tokenizer
+
+    MiniMindForCausalLM(MiniMindConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       num_key_value_heads=1, vocab_size=300)).save_pretrained(str(tmp_path / "small"))
+    with pytest.raises(TrainError, match="has vocab_size 300"):
+        run("sft", corpus, tmp_path / "y", init=tmp_path / "small", tokenizer=corpus["tokenizer"], max_steps=1)
+    # a tokenizer that differs from the one the --init model was trained with
+    pre = run("pretrain", corpus, tmp_path / "p", max_steps=1)
+    texts = [f"word{i} token{i * 7} piece{i * 13}" for i in range(500)]
+    train_tokenizer(texts, 500, tmp_path / "othertok")
+    with pytest.raises(TrainError, match="vocabulary mismatch"):
+        run("sft", corpus, tmp_path / "z", init=pre.run_dir, tokenizer=tmp_path / "othertok")
+
+
+def test_cli_bad_init_is_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "minimind_core", "train", "sft", "--profile", "smoke",
+                           "--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.stderr.startswith("error: --init") and "no such folder" in proc.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path):
+    # an absurd learning rate blows the weights up after the first update; the next loss is not finite
+    with pytest.raises(NonFiniteLossError, match="step 2") as e:
+        run("pretrain", corpus, tmp_path / "nan", max_steps=10, save_every=1, log_every=1, lr=1e30)
+    assert "step_000001" in str(e.value) and "--lr" in str(e.value)
+    from minimind_core.checkpoint import latest_checkpoint, load_model, read_metrics
+
+    last = latest_checkpoint(tmp_path / "nan")
+    assert last.name == "step_000001"
+    m = load_model(last)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    assert [r["step"] for r in read_metrics(tmp_path / "nan")] == [1]
