@@ -1,0 +1,362 @@
+"""Streaming JSONL readers that check every line against a training stage's schema.
+
+MiniMind's data files are JSON Lines: one JSON object per line, UTF-8. The files are big
+(`pretrain_hq.jsonl` is 1.6 GB), so nothing here loads a whole file: records are read one line
+at a time, and `LineIndex` remembers only where each line starts, so that a dataset can read
+line i on demand.
+
+Schemas (see data/README.md):
+
+    pretrain            {"text": "..."}
+    sft, lora, distill  {"conversations": [{"role": "user", "content": "..."}, ...]}
+    dpo                 {"chosen": [messages...], "rejected": [messages...]}
+
+A message is {"role": system|user|assistant|tool, "content": str}; assistant messages may also
+carry "reasoning_content" (str) and "tool_calls" (list). A conversation needs at least one
+assistant message, because only assistant tokens are trained (监督微调 trains the replies).
+
+Every problem is reported as a `DataError` that names the file, the 1-based line and the field:
+
+    data/sft.jsonl:17: field "conversations"[2].role: unknown role 'bot'; expected one of
+    system, user, assistant, tool
+
+Blank lines (empty or whitespace only) are not records and not errors: they are skipped and
+counted (`BadLines.blank`), and line numbers still count them, so that they match an editor's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+ROLES = ("system", "user", "assistant", "tool")
+STAGES = ("pretrain", "sft", "dpo")
+STAGE_ALIASES = {"lora": "sft", "distill": "sft"}  # LoRA and distillation files use the SFT schema
+
+_EXAMPLES = {
+    "pretrain": '{"text": "..."}',
+    "sft": '{"conversations": [{"role": "user", "content": "..."}, '
+           '{"role": "assistant", "content": "..."}]}',
+    "dpo": '{"chosen": [messages...], "rejected": [messages...]}',
+}
+
+
+class DataError(ValueError):
+    """A bad line in a data file: `path`, 1-based `line`, `field` (or None) and `reason`."""
+
+    def __init__(self, path, line: int, reason: str, field: str | None = None):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.reason = reason
+        where = f"{self.path}:{line}" if line else self.path
+        what = f"field {field}: {reason}" if field else reason
+        super().__init__(f"{where}: {what}")
+
+
+def normalize_stage(stage: str) -> str:
+    """pretrain | sft | dpo; lora and distill map to sft."""
+    s = STAGE_ALIASES.get(stage, stage)
+    if s not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of pretrain, sft, dpo, lora, distill")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# validation of one record
+
+def _type_name(v) -> str:
+    if v is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            int: "integer", float: "number"}.get(type(v), type(v).__name__)
+
+
+def _check_messages(value, field: str, need_assistant: bool = True):
+    """Raise (field, reason) as a tuple-carrying _Bad when `value` is not a valid message list."""
+    if not isinstance(value, list):
+        raise _Bad(field, f"expected an array of messages, got {_type_name(value)}")
+    if not value:
+        raise _Bad(field, "empty conversation; expected at least one user and one assistant message")
+    has_assistant = False
+    for i, m in enumerate(value):
+        f = f"{field}[{i}]"
+        if not isinstance(m, dict):
+            raise _Bad(f, f'expected a message object {{"role": ..., "content": ...}}, got {_type_name(m)}')
+        if "role" not in m:
+            raise _Bad(f"{f}.role", "missing; expected one of " + ", ".join(ROLES))
+        role = m["role"]
+        if not isinstance(role, str):
+            raise _Bad(f"{f}.role", f"expected a string, got {_type_name(role)}")
+        if role not in ROLES:
+            raise _Bad(f"{f}.role", f"unknown role {role!r}; expected one of " + ", ".join(ROLES))
+        tool_calls = m.get("tool_calls")
+        if tool_calls is not None:
+            if role != "assistant":
+                raise _Bad(f"{f}.tool_calls", f"only assistant messages may carry tool calls, not {role!r}")
+            if not isinstance(tool_calls, list):
+                raise _Bad(f"{f}.tool_calls", f"expected an array, got {_type_name(tool_calls)}")
+        if "reasoning_content" in m and m["reasoning_content"] is not None:
+            if not isinstance(m["reasoning_content"], str):
+                raise _Bad(f"{f}.reasoning_content",
+                           f"expected a string, got {_type_name(m['reasoning_content'])}")
+        if "content" not in m:
+            if tool_calls:  # an assistant turn that only calls tools may omit its text
+                continue
+            raise _Bad(f"{f}.content", "missing; expected a non-empty string")
+        content = m["content"]
+        if content is None and tool_calls:
+            pass
+        elif not isinstance(content, str):
+            raise _Bad(f"{f}.content", f"expected a string, got {_type_name(content)}")
+        elif not content.strip() and not tool_calls and not m.get("reasoning_content"):
+            raise _Bad(f"{f}.content", "empty; expected a non-empty string")
+        has_assistant = has_assistant or role == "assistant"
+    if need_assistant and not has_assistant:
+        raise _Bad(field, "no assistant message; expected at least one (only assistant tokens are trained)")
+
+
+class _Bad(Exception):
+    def __init__(self, field, reason):
+        self.field, self.reason = field, reason
+
+
+def validate_record(obj, stage: str) -> dict:
+    """Check one decoded JSON value against `stage`'s schema; raise _Bad(field, reason)."""
+    stage = normalize_stage(stage)
+    if not isinstance(obj, dict):
+        raise _Bad(None, f"expected a JSON object like {_EXAMPLES[stage]}, got {_type_name(obj)}")
+    if stage == "pretrain":
+        if "text" not in obj:
+            raise _Bad('"text"', f"missing; expected {_EXAMPLES[stage]}")
+        if not isinstance(obj["text"], str):
+            raise _Bad('"text"', f"expected a string, got {_type_name(obj['text'])}")
+        if not obj["text"].strip():
+            raise _Bad('"text"', "empty; expected a non-empty string")
+    elif stage == "sft":
+        if "conversations" not in obj:
+            raise _Bad('"conversations"', f"missing; expected {_EXAMPLES[stage]}")
+        _check_messages(obj["conversations"], '"conversations"')
+    else:
+        for key in ("chosen", "rejected"):
+            if key not in obj:
+                raise _Bad(f'"{key}"', f"missing; expected {_EXAMPLES[stage]}")
+            _check_messages(obj[key], f'"{key}"')
+    return obj
+
+
+def parse_line(raw: bytes, stage: str, path, line_no: int):
+    """Decode, parse and validate one raw line. Returns the record, or None for a blank line.
+
+    Raises DataError naming `path`, `line_no` and the field.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, line_no, f"invalid UTF-8 at byte {e.start} of the line "
+                                       f"({raw[e.start:e.start + 4]!r}); expected UTF-8 text") from None
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, line_no, f"malformed JSON: {e.msg} (column {e.colno}); "
+                                       f"expected one JSON object per line") from None
+    try:
+        return validate_record(obj, stage)
+    except _Bad as b:
+        raise DataError(path, line_no, b.reason, b.field) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming over a file
+
+class BadLines:
+    """What `on_error="skip"` left out: `count` bad lines, the first `keep` messages, `blank` lines."""
+
+    def __init__(self, keep: int = 5):
+        self.keep = keep
+        self.count = 0
+        self.blank = 0
+        self.messages: list[str] = []
+        self.errors: list[DataError] = []
+
+    def add(self, err: DataError):
+        self.count += 1
+        if len(self.messages) < self.keep:
+            self.messages.append(str(err))
+            self.errors.append(err)
+
+    def __bool__(self):
+        return self.count > 0
+
+    def summary(self) -> str:
+        if not self.count:
+            return "no bad lines"
+        s = f"skipped {self.count} bad line{'s' if self.count != 1 else ''} (first: {self.messages[0]})"
+        return s
+
+    def __repr__(self):
+        return f"BadLines(count={self.count}, blank={self.blank}, first={self.messages[:1]})"
+
+
+def _check_on_error(on_error: str):
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def iter_records(path, stage: str, on_error: str = "raise",
+                 report: BadLines | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield (line_no, record) for every valid line of a JSONL file, streaming.
+
+    `stage`: pretrain | sft | dpo (lora and distill use sft). `on_error="raise"` raises the first
+    DataError; `"skip"` leaves bad lines out and counts them in `report` (a BadLines), so that
+    the caller can print `report.summary()`. Blank lines are skipped and counted in `report.blank`.
+    """
+    _check_on_error(on_error)
+    stage = normalize_stage(stage)
+    path = Path(path)
+    if report is None:
+        report = BadLines()
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                rec = parse_line(raw, stage, path, line_no)
+            except DataError as e:
+                if on_error == "raise":
+                    raise
+                report.add(e)
+                continue
+            if rec is None:
+                report.blank += 1
+                continue
+            yield line_no, rec
+
+
+def check_file(path, stage: str, max_errors: int = 20,
+               report: BadLines | None = None) -> tuple[int, list[str]]:
+    """Validate a whole file. Returns (number of good records, the first `max_errors` messages).
+
+    Pass a BadLines as `report` to get the total number of bad and blank lines.
+    """
+    if report is None:
+        report = BadLines(keep=max_errors)
+    else:
+        report.keep = max_errors
+    n_good = sum(1 for _ in iter_records(path, stage, on_error="skip", report=report))
+    return n_good, list(report.messages)
+
+
+def cli_check(args) -> int:
+    """`python -m minimind_core data check FILE --stage pretrain|sft|dpo [--max-errors N]`."""
+    from .cli import CLIError
+
+    path = Path(args.file)
+    if not path.exists():
+        raise CLIError(f"{path}: no such file (download it with `python -m minimind_core data download`)")
+    if path.is_dir():
+        raise CLIError(f"{path}: is a folder; expected a .jsonl file")
+    max_errors = getattr(args, "max_errors", 20)
+    report = BadLines(keep=max_errors)
+    n_good, messages = check_file(path, args.stage, max_errors=max_errors, report=report)
+    for m in messages:
+        print(m)
+    if report.count > len(messages):
+        print(f"... and {report.count - len(messages)} more bad lines")
+    blank = f", {report.blank} blank" if report.blank else ""
+    status = "OK" if report.count == 0 else "BAD"
+    print(f"{path}: {status}: {n_good} good {args.stage} records, {report.count} bad lines{blank}")
+    return 0 if report.count == 0 else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# random access
+
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True
+
+
+class LineIndex:
+    """Byte offsets of every line of a file, from one streaming pass (8 bytes per line).
+
+    `offsets[i]` is where physical line i (0-based; line number i + 1) starts, and
+    `offsets[n_lines]` is the file size. `nonblank` lists the lines that hold anything but
+    whitespace: the records a dataset indexes. Nothing is cached on disk.
+    """
+
+    def __init__(self, path, chunk_bytes: int = 1 << 24):
+        self.path = Path(path)
+        st = os.stat(self.path)
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        starts, nonblank = [np.zeros(1, dtype=np.int64)], []
+        pos = 0              # file offset of buf[0]
+        carry = b""
+        with open(self.path, "rb") as f:
+            while True:
+                chunk = f.read(chunk_bytes)
+                buf = carry + chunk
+                if not buf:
+                    break
+                arr = np.frombuffer(buf, dtype=np.uint8)
+                nl = np.flatnonzero(arr == 10)
+                if not chunk:  # end of file: a last line without a newline ends at EOF
+                    ends = np.append(nl + 1, len(arr)) if (not len(nl) or nl[-1] != len(arr) - 1) else nl + 1
+                else:
+                    ends = nl + 1
+                if len(ends):
+                    begins = np.concatenate(([0], ends[:-1]))
+                    content = np.concatenate(([0], np.cumsum(~_WS[arr], dtype=np.int64)))
+                    nb = (content[ends] - content[begins]) > 0
+                    n_before = sum(len(s) for s in starts) - 1
+                    nonblank.append(np.flatnonzero(nb) + n_before)
+                    starts.append(ends.astype(np.int64) + pos)
+                    used = int(ends[-1])
+                else:
+                    used = 0
+                carry = buf[used:]
+                pos += used
+                if not chunk:
+                    break
+        self.offsets = np.concatenate(starts)
+        self.nonblank = np.concatenate(nonblank) if nonblank else np.zeros(0, dtype=np.int64)
+        self.n_lines = len(self.offsets) - 1
+        self._fh = None
+
+    def __len__(self):
+        return self.n_lines
+
+    def read(self, i: int) -> bytes:
+        """Raw bytes of physical line i (0-based), newline included."""
+        if not 0 <= i < self.n_lines:
+            raise IndexError(f"line index {i} out of range for {self.path} ({self.n_lines} lines)")
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        if self._fh is None or self._pid != os.getpid():  # one handle per (DataLoader worker) process
+            self._fh = open(self.path, "rb")
+            self._pid = os.getpid()
+        self._fh.seek(start)
+        return self._fh.read(end - start)
+
+    def record(self, i: int, stage: str):
+        """Parse and validate physical line i (0-based); None for a blank line; DataError if bad."""
+        return parse_line(self.read(i), stage, self.path, i + 1)
+
+    def check_unchanged(self):
+        st = os.stat(self.path)
+        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            raise RuntimeError(f"{self.path} changed after it was indexed; rebuild the dataset")
+
+    def __getstate__(self):  # picklable for DataLoader workers (open files are not)
+        d = dict(self.__dict__)
+        d["_fh"] = None
+        return d
+
+    def __del__(self):
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            try:
+                fh.close()
+            except Exception:
+                pass
