@@ -98,6 +98,7 @@ def _library_blocks(docs, block_size: int) -> torch.Tensor:
         def __init__(self, flat):
             self.tokens = np.asarray(flat, dtype=np.uint16)
             self.n_tokens = len(flat)
+            self.meta = {"source": "the documents of this check"}
 
         def __len__(self):
             return self.n_tokens
