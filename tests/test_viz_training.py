@@ -188,3 +188,21 @@ def test_torchrun_command():
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=4" in cmd
     assert cmd[-6:] == ["minimind_core", "train", "pretrain", "--profile", "tiny", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_torchrun_run_streams_into_a_live_plot(tmp_path):
+    """The notebook's several-GPU branch, on the CPU: torchrun with 2 gloo processes, output streamed,
+    the live plot following the run's metrics file."""
+    out = tmp_path / "run"
+    cmd = vt.torchrun_command("pretrain", 2, "smoke", extra=["--out", str(out), "--max-steps", "6", "--log-every", "2",
+                                                            "--no-progress", "--device", "cpu", "--threads", "1"])
+    plot = vt.LiveTrainingPlot(total_steps=6, base_lr=3e-3, min_interval=0, display=False)
+    lines = []
+    rc = vt.stream_command(cmd, on_line=lines.append, poll=lambda: plot.update_from_metrics(out), poll_every=0.0,
+                           env={"OMP_NUM_THREADS": "1"})
+    text = "\n".join(lines)
+    assert rc == 0, text[-3000:]
+    assert "2 rank(s)" in text and "Epoch:[1/1]" in text and "loss:" in text
+    assert [r["step"] for r in plot.rows] == [2, 4, 6]
+    assert len(_line(plot.figure.axes[0], "training loss").get_xdata()) == 3
