@@ -228,8 +228,10 @@ def build_token_cache(jsonl_path, tokenizer, cache_dir=None, num_workers=None, o
     are unchanged, and rebuilt otherwise. Files are written to a temporary name and renamed, so
     an interrupted build never leaves a half-written cache.
 
-    `num_workers`: tokenizing processes (default: all cores). With 0 or 1 the main process uses
-    the tokenizer's batch encoding (itself multi-threaded in Rust). `on_error="skip"` leaves bad
+    `num_workers`: None, 0 or 1 (default) tokenizes in this process with the tokenizer's batch
+    encoding, which the Rust library already spreads over all cores; N > 1 uses N worker
+    processes instead (each encoding whole chunks). Parsing JSON costs about 1/25 of tokenizing,
+    so one reading process keeps the tokenizer busy. `on_error="skip"` leaves bad
     lines out and prints how many; the count is kept in the meta (`bad_lines`).
     """
     src = Path(jsonl_path)
@@ -262,8 +264,7 @@ def build_token_cache(jsonl_path, tokenizer, cache_dir=None, num_workers=None, o
     tmp_tokens = tokens_path.with_name(f".{tokens_path.name}.{os.getpid()}.tmp")
     tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
     report = BadLines()
-    if num_workers is None:
-        num_workers = os.cpu_count() or 1
+    num_workers = int(num_workers or 1)
     t0 = time.time()
     n_docs = n_tokens = 0
     pool = None
@@ -340,10 +341,7 @@ class PackedDataset(Dataset):
         self.cache = cache
         self.seq_len = seq_len
         self.n_blocks = cache.n_tokens // seq_len
-        self.dropped_tokens = cache.n_tokens - self.n_blocks * seq_len
-        if self.n_blocks == 0:
-            raise ValueError(f"{cache.meta.get('source')}: {cache.n_tokens} tokens is less than one "
-                             f"block of seq_len {seq_len}")
+        self.dropped_tokens = cache.n_tokens - self.n_blocks * seq_len  # 0 blocks if shorter than one
 
     def __len__(self):
         return self.n_blocks

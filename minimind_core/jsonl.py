@@ -153,13 +153,13 @@ def parse_line(raw: bytes, stage: str, path, line_no: int):
 
     Raises DataError naming `path`, `line_no` and the field.
     """
+    if not raw.strip():
+        return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(path, line_no, f"invalid UTF-8 at byte {e.start} of the line "
                                        f"({raw[e.start:e.start + 4]!r}); expected UTF-8 text") from None
-    if not text.strip():
-        return None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -214,13 +214,23 @@ def iter_records(path, stage: str, on_error: str = "raise",
 
     `stage`: pretrain | sft | dpo (lora and distill use sft). `on_error="raise"` raises the first
     DataError; `"skip"` leaves bad lines out and counts them in `report` (a BadLines), so that
-    the caller can print `report.summary()`. Blank lines are skipped and counted in `report.blank`.
+    the caller can print `report.summary()` (without a `report`, the summary is printed to stderr
+    when the file is done). Blank lines are skipped and counted in `report.blank`.
     """
     _check_on_error(on_error)
     stage = normalize_stage(stage)
     path = Path(path)
-    if report is None:
+    own_report = report is None
+    if own_report:  # nobody will read the counts: print them at the end instead
         report = BadLines()
+    yield from _iter_lines(path, stage, on_error, report)
+    if own_report and report.count:
+        import sys
+
+        print(f"{path}: {report.summary()}", file=sys.stderr)
+
+
+def _iter_lines(path: Path, stage: str, on_error: str, report: BadLines):
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             try:
@@ -275,10 +285,6 @@ def cli_check(args) -> int:
 # ---------------------------------------------------------------------------------------------
 # random access
 
-_WS = np.zeros(256, dtype=bool)
-_WS[[9, 10, 11, 12, 13, 32]] = True
-
-
 class LineIndex:
     """Byte offsets of every line of a file, from one streaming pass (8 bytes per line).
 
@@ -308,8 +314,10 @@ class LineIndex:
                     ends = nl + 1
                 if len(ends):
                     begins = np.concatenate(([0], ends[:-1]))
-                    content = np.concatenate(([0], np.cumsum(~_WS[arr], dtype=np.int64)))
-                    nb = (content[ends] - content[begins]) > 0
+                    # a record starts with "{": only lines that do not need a closer look
+                    nb = arr[begins] == 0x7B
+                    for j in np.flatnonzero(~nb):
+                        nb[j] = bool(buf[begins[j]:ends[j]].strip())
                     n_before = sum(len(s) for s in starts) - 1
                     nonblank.append(np.flatnonzero(nb) + n_before)
                     starts.append(ends.astype(np.int64) + pos)

@@ -132,7 +132,7 @@ def test_streaming_yields_before_reading_a_later_bad_line(tmp_path):
         next(it)
 
 
-def test_skip_counts_and_summary(tmp_path):
+def test_skip_counts_and_summary(tmp_path, capsys):
     lines = [{"text": "a"}, "{", {"text": 1}, {"text": "b"}, b"\xff\xfe", {"x": 1}, {"text": "c"}, "[", "{"]
     path = write_lines(tmp_path / "p.jsonl", lines)
     report = BadLines(keep=3)
@@ -141,6 +141,8 @@ def test_skip_counts_and_summary(tmp_path):
     assert report.count == 6 and len(report.messages) == 3
     assert report.messages[0].startswith(f"{path}:2: malformed JSON")
     assert report.summary() == f"skipped 6 bad lines (first: {report.messages[0]})"
+    assert len(list(iter_records(path, "pretrain", on_error="skip"))) == 3
+    assert f"{path}: skipped 6 bad lines (first: {path}:2: malformed JSON" in capsys.readouterr().err
     n_good, errors = check_file(path, "pretrain", max_errors=2)
     assert n_good == 3 and len(errors) == 2 and ":3: field \"text\"" in errors[1]
 
