@@ -141,3 +141,14 @@ def test_corpus_texts_says_how_to_download(tmp_path):
     prof = replace(prof, stages={**prof.stages, "pretrain": recipe})
     with pytest.raises(MissingDataError, match="data download pretrain_hq"):
         viz.corpus_texts(prof)
+
+
+def test_training_on_the_sample_corpus_reproduces_the_sample_tokenizer():
+    from minimind_core import get_profile
+    from minimind_core.tokenizer import load_tokenizer, train_tokenizer
+
+    prof = get_profile("smoke")
+    if not (prof.tokenizer / "tokenizer.json").exists():
+        pytest.skip("the sample corpus is not generated (python -m minimind_core data sample)")
+    tok = train_tokenizer(viz.corpus_texts(prof), prof.model_config().vocab_size)
+    assert tok.get_vocab() == load_tokenizer(prof.tokenizer).get_vocab()
