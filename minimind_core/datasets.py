@@ -141,9 +141,8 @@ def _cache_is_valid(tokens_path: Path, meta_path: Path, expected: dict) -> dict 
 
 def _encode_chunk(args):
     """Worker: token ids of a list of documents, each wrapped as bos + text + eos."""
-    tok_json, texts, dtype = args
-    tok = _worker_tokenizer(tok_json)
-    encs = tok.encode_batch(texts, add_special_tokens=False)
+    texts, dtype = args
+    encs = _WORKER_TOK["tok"].encode_batch(texts, add_special_tokens=False)
     return _pack(encs, dtype), len(texts)
 
 
@@ -152,14 +151,10 @@ _WORKER_TOK = {}
 _MP_START = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def _worker_tokenizer(tok_json: str):
+def _init_worker(tok_json: str):
     from tokenizers import Tokenizer
 
-    key = hashlib.sha256(tok_json.encode("utf-8")).hexdigest()
-    if key not in _WORKER_TOK:
-        _WORKER_TOK.clear()
-        _WORKER_TOK[key] = Tokenizer.from_str(tok_json)
-    return _WORKER_TOK[key]
+    _WORKER_TOK["tok"] = Tokenizer.from_str(tok_json)
 
 
 def _pack(encs, dtype) -> np.ndarray:
@@ -278,8 +273,8 @@ def build_token_cache(jsonl_path, tokenizer, cache_dir=None, num_workers=None, o
             import multiprocessing as mp
 
             tok_json = _backend(tokenizer).to_str()
-            pool = mp.get_context(_MP_START).Pool(num_workers)
-            arrays = _bounded_imap(pool, _encode_chunk, ((tok_json, c, dtype) for c in chunks),
+            pool = mp.get_context(_MP_START).Pool(num_workers, initializer=_init_worker, initargs=(tok_json,))
+            arrays = _bounded_imap(pool, _encode_chunk, ((c, dtype) for c in chunks),
                                    window=2 * num_workers)
         else:
             backend = _backend(tokenizer)
