@@ -433,10 +433,29 @@ def story(p: Person, lang: str, rng: random.Random) -> str:
     return _fill(rng.choice(STORIES[lang]), _person_slots(p, lang, True))
 
 
+QA_MARKS = {"en": ("Q: ", "A: "), "zh": ("问：", "答：")}
+
+
+def interview(entity, kinds, lang: str, rng: random.Random) -> str:
+    """A plain-text question-and-answer page about one entity (train half only)."""
+    kinds = list(kinds)
+    rng.shuffle(kinds)
+    q_mark, a_mark = QA_MARKS[lang]
+    lines = []
+    for kind in kinds:
+        q, a = fact_qa(entity, kind, lang, rng)
+        lines += [q_mark + q, a_mark + a]
+    return "\n".join(lines)
+
+
 def pretrain_docs(world: World, rng: random.Random, bios_per_entity: int = 8,
-                  stories_per_lang: int = 500) -> list:
+                  stories_per_lang: int = 500, interviews_per_entity: int = 3) -> list:
+    """Biographies, stories and name cards about everyone; interviews about the train half only."""
     docs = []
     for lang in LANGS:
+        for _ in range(interviews_per_entity):
+            docs += [interview(p, PERSON_FACTS, lang, rng) for p in world.people if p.train]
+            docs += [interview(c, CITY_FACTS, lang, rng) for c in world.cities if c.train]
         for p in world.people:
             docs += [person_bio(p, lang, rng) for _ in range(bios_per_entity)]
         for c in world.cities:
@@ -544,7 +563,7 @@ def sft_convs(world: World, rng: random.Random) -> list:
                     convs.append([_user(question(p, kind, lang, template)), _assistant(answer(p, kind, lang))])
         for c in train_cities:
             for kind in CITY_FACTS:
-                for template in rng.sample(QUESTIONS[lang][kind], 2):
+                for template in QUESTIONS[lang][kind]:
                     convs.append([_user(question(c, kind, lang, template)), _assistant(answer(c, kind, lang))])
         for _ in range(20):  # multi-turn: a follow-up question with a pronoun
             p = rng.choice(train_people)
