@@ -285,7 +285,8 @@ def chars_per_token_figure(sweep: dict, mark: int | None = None, reference: dict
     ax.set_xticklabels([str(v) for v in sizes])
     ax.set_xlabel("vocabulary size (log scale)")
     ax.set_ylabel("characters per token")
-    ax.set_ylim(bottom=0)
+    top = max(sweep[v][lang] for v in sizes for lang in ("zh", "en") if lang in sweep[v])
+    ax.set_ylim(0, top * 1.15)          # room for the value labels
     ax.set_title("Bigger vocabulary, longer tokens (held-out text)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
