@@ -7,6 +7,8 @@ fact is repeated many times in varied wording:
   country and on a river. Every entity has an English and a Chinese name.
 * Every fact has at least 10 sentence templates per language; biographies state an entity's
   facts in shuffled order with a mix of names and pronouns; short stories mention them again.
+* Question-and-answer pages about the train half show, already in pretraining, how a question
+  maps to a stored fact; this measurably raises held-out accuracy (data/README.md).
 * The entities are split in two halves. Supervised fine-tuning (监督微调) asks questions about
   the "train" half only; `eval_qa.jsonl` asks about the other half, so a correct answer shows
   that knowledge learnt during pretraining (预训练) can be extracted by a question.
