@@ -407,6 +407,10 @@ class Task:
         logits = model(input_ids=b["input_ids"]).logits
         return {"ce": token_ce_sum(logits, b["labels"])}
 
+    @property
+    def _progress(self) -> bool:
+        return bool(self.cfg.progress and self.env.is_main)
+
     def _stream(self, dataset, batch_size, collate=None, name="data", seed_offset=0):
         cfg, env = self.cfg, self.env
         workers = cfg.num_workers if cfg.num_workers is not None else (0 if env.device.type == "cpu" else 2)
@@ -421,14 +425,14 @@ def _require_file(path: Path, what: str) -> Path:
     return Path(path)
 
 
-def _packed_dataset(path: Path, tokenizer, seq_len: int, env: Env, cache_dir=None):
+def _packed_dataset(path: Path, tokenizer, seq_len: int, env: Env, cache_dir=None, progress=True):
     from .datasets import PackedDataset, build_token_cache
 
     _require_file(path, "pretraining data")
     # rank 0 tokenizes and writes the cache; the other ranks wait, then read it
     if env.distributed and not env.is_main:
         _barrier(env)
-    cache = build_token_cache(path, tokenizer, cache_dir=cache_dir, progress=env.is_main)
+    cache = build_token_cache(path, tokenizer, cache_dir=cache_dir, progress=progress and env.is_main)
     if env.distributed and env.is_main:
         _barrier(env)
     return PackedDataset(cache, seq_len)
@@ -450,7 +454,7 @@ class PretrainTask(Task):
         return MiniMindForCausalLM(config)
 
     def build_streams(self):
-        ds = _packed_dataset(self.cfg.data, self.tokenizer, self.cfg.seq_len, self.env, self.cfg.cache_dir)
+        ds = _packed_dataset(self.cfg.data, self.tokenizer, self.cfg.seq_len, self.env, self.cfg.cache_dir, self._progress)
         return {"main": self._stream(ds, self.cfg.batch_size, name=str(self.cfg.data))}
 
 
@@ -471,14 +475,15 @@ class SFTTask(Task):
     def build_streams(self):
         from .datasets import SFTDataset, collate_pad
 
-        ds = SFTDataset(_require_file(self.cfg.data, "SFT data"), self.tokenizer, self.cfg.seq_len)
+        ds = SFTDataset(_require_file(self.cfg.data, "SFT data"), self.tokenizer, self.cfg.seq_len,
+                        progress=self._progress)
         streams = {"main": self._stream(ds, self.cfg.batch_size, collate_pad, name=str(self.cfg.data))}
         if self.mix:
             pre = self.profile.stage("pretrain")
             mix = self.cfg.extra["mix_pretrain"]
             path = Path(mix) if isinstance(mix, (str, Path)) else pre.data
             bs = int(self.cfg.extra.get("mix_batch_size") or pre.batch_size)
-            pds = _packed_dataset(path, self.tokenizer, self.cfg.seq_len, self.env, self.cfg.cache_dir)
+            pds = _packed_dataset(path, self.tokenizer, self.cfg.seq_len, self.env, self.cfg.cache_dir, self._progress)
             streams["pretrain"] = self._stream(pds, bs, name=str(path), seed_offset=1)
         return streams
 
@@ -556,7 +561,8 @@ class DPOTask(Task):
     def build_streams(self):
         from .datasets import DPODataset, collate_dpo
 
-        ds = DPODataset(_require_file(self.cfg.data, "DPO data"), self.tokenizer, self.cfg.seq_len)
+        ds = DPODataset(_require_file(self.cfg.data, "DPO data"), self.tokenizer, self.cfg.seq_len,
+                        progress=self._progress)
         return {"main": self._stream(ds, self.cfg.batch_size, collate_dpo, name=str(self.cfg.data))}
 
     def counts(self, micro):
@@ -627,7 +633,8 @@ class DistillTask(Task):
     def build_streams(self):
         from .datasets import SFTDataset, collate_pad
 
-        ds = SFTDataset(_require_file(self.cfg.data, "distillation data"), self.tokenizer, self.cfg.seq_len)
+        ds = SFTDataset(_require_file(self.cfg.data, "distillation data"), self.tokenizer, self.cfg.seq_len,
+                        progress=self._progress)
         return {"main": self._stream(ds, self.cfg.batch_size, collate_pad, name=str(self.cfg.data))}
 
     def counts(self, micro):

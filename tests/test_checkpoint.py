@@ -114,7 +114,7 @@ def _cmd(corpus, out, *extra):
             "--data", str(corpus["pretrain"]), "--tokenizer", str(corpus["tokenizer"]), "--out", str(out),
             "--cache-dir", str(corpus["pretrain"].parent / "cache"), "--max-steps", "24", "--seq-len", "64",
             "--batch-size", "4", "--accum", "2", "--save-every", "1", "--log-every", "3", "--warmup", "3",
-            "--no-progress", *extra]
+            "--no-progress", "--threads", "1", *extra]
 
 
 def _final_weights(out):

@@ -61,6 +61,7 @@ def run(stage, corpus, out, **kw):
     """A quiet smoke-profile run on the synthetic corpus."""
     data = corpus["pretrain"] if stage == "pretrain" else corpus["dpo"] if stage == "dpo" else corpus["sft"]
     kw.setdefault("progress", False)
+    kw.setdefault("threads", 1)  # a width-64 model gains nothing from a second thread, and loses a lot on a busy machine
     kw.setdefault("seq_len", 64)
     kw.setdefault("cache_dir", corpus["pretrain"].parent / "cache")
     if stage == "pretrain":
@@ -149,11 +150,11 @@ def test_all_stages_learn_in_smoke_profile(corpus, tmp_path):
     m = load_model(lora.run_dir)
     assert any("lora_A" in n for n, _ in m.named_parameters())
 
-    dpo = run("dpo", corpus, tmp_path / "dpo", init=sft.run_dir, max_steps=20, log_every=4, lr=2e-3,
-              batch_size=12, score="sum")
+    dpo = run("dpo", corpus, tmp_path / "dpo", init=sft.run_dir, max_steps=20, log_every=4, lr=5e-4,
+              batch_size=12, score="sum", beta=0.5)
     f, l = first_last(dpo)
     assert f == pytest.approx(math.log(2), abs=0.05)  # the policy starts as the reference
-    assert l < 0.55, (f, l)
+    assert l < 0.5, (f, l)
     assert dpo.metrics[-1]["reward_margin"] > 0.3
 
     dist = run("distill", corpus, tmp_path / "distill", teacher=sft.run_dir, max_steps=30, log_every=5, lr=5e-3)
@@ -196,7 +197,7 @@ def test_bad_init_and_vocab_mismatch(corpus, tmp_path):
 
 def test_cli_bad_init_is_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "minimind_core", "train", "sft", "--profile", "smoke",
-                           "--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                           "--init", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--threads", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
