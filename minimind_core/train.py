@@ -948,6 +948,7 @@ def _run(cfg: TrainConfig, env: Env, callbacks: list) -> RunResult:
     rows = ckpt.read_metrics(cfg.out) if (env.is_main and resume_from is not None) else []
     last_ckpt = resume_from
     comp_names = list(task.components)
+    start_step = step
     t_run = time.time()
     t_log, tok_log, micro_done = time.time(), tokens_seen, 0
 
@@ -1047,8 +1048,9 @@ def _run(cfg: TrainConfig, env: Env, callbacks: list) -> RunResult:
             bar.update(1)
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 last_ckpt = save(step) or last_ckpt
-        last_ckpt = save(step) if (resume_from is None or step > 0) else last_ckpt
-        if last_ckpt is None and env.is_main:
+        if step > start_step or resume_from is None:  # nothing new since the resumed checkpoint: keep it
+            last_ckpt = save(step) or last_ckpt
+        if env.is_main and last_ckpt is None:
             last_ckpt = ckpt.latest_checkpoint(cfg.out)
         _barrier(env)
     finally:
