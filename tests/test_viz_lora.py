@@ -91,3 +91,13 @@ def test_cost_table(tmp_path):
     assert html.count("<tr>") == 3 and "0.250x" in html and "4.0 kB" in html
     with pytest.raises(ValueError, match="lacks seconds"):
         viz.cost_rows({"x": dict(trainable=1, total=1, steps=1, weights_bytes=1)})
+
+
+def test_before_after_figure():
+    fig = viz.before_after_figure({"identity (Nova)": (0.0, 0.9), "held-out facts": (0.5, 0.45)})
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 2) for p in ax.patches)
+    assert heights == [0.0, 0.45, 0.5, 0.9]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["identity (Nova)", "held-out facts"]
+    with pytest.raises(ValueError):
+        viz.before_after_figure({})

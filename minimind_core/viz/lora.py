@@ -8,6 +8,7 @@
     delta_weight_figure(layer)                    a trained adapter's update B A * scale: heat map and singular values
     folder_size(path)                             bytes on disk of a file or folder
     cost_rows(...) / cost_table_html(rows)        full SFT against LoRA: trainable parameters, time, size on disk
+    before_after_figure(metrics)                  bars of each metric before and after the adapter
 
 The counts come from the model's own layer shapes (the model is built on the `meta` device, so
 even the full-size model costs no memory) and the same layer choice as `minimind_core.lora`, so
@@ -27,6 +28,18 @@ from matplotlib.figure import Figure
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TARGET_SETS = {"MiniMind: q_proj, o_proj (square layers)": "minimind",
                        "q, k, v, o, gate, up, down": "all"}
+
+
+class _Figure(Figure):
+    """A Figure that shows itself as a PNG in Jupyter (display(fig), or a cell's last value) with any
+    matplotlib backend and without pyplot, so no figure is left open or shown twice."""
+
+    def _repr_png_(self):
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
 
 
 def _meta_model(config):
@@ -92,7 +105,7 @@ def lora_params_figure(config, ranks: Sequence[int] = DEFAULT_RANKS, target_sets
     cfg = _config_of(config)
     rows = rank_table(cfg, ranks, target_sets)
     base = base_parameter_count(cfg)
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    fig = _Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.subplots()
     markers = ["o", "s", "^", "D", "v"]
     for k, label in enumerate(target_sets):
@@ -176,7 +189,7 @@ def delta_weight_figure(layer, name: str = "", max_cells: int = 64) -> Figure:
         if layer.merged:
             w = w - delta
     sv = torch.linalg.svdvals(delta).numpy()
-    fig = Figure(figsize=(12, 3.8), layout="constrained")
+    fig = _Figure(figsize=(12, 3.8), layout="constrained")
     ax_w, ax_d, ax_s = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
     corner = (slice(0, max_cells), slice(0, max_cells))
     for ax, m, label in ((ax_w, w[corner], "base weight W"), (ax_d, delta[corner], "update B A * scale")):
@@ -259,6 +272,30 @@ def cost_table_html(rows: Sequence[dict]) -> str:
             + "".join(body) + "</tbody></table>")
 
 
+def before_after_figure(metrics: dict, labels: tuple = ("before LoRA", "after LoRA"),
+                        title: str | None = None) -> Figure:
+    """Pairs of bars, one pair per metric: {metric name: (before, after)} as fractions in [0, 1]."""
+    if not metrics:
+        raise ValueError("before_after_figure needs at least one metric")
+    names = list(metrics)
+    fig = _Figure(figsize=(1.9 * len(names) + 3, 3.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for k, (label, color) in enumerate(zip(labels, ("tab:gray", "tab:green"))):
+        vals = [float(metrics[n][k]) for n in names]
+        bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.36, label=label, color=color)
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("fraction of questions")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(title or "what the adapter changed, and what it kept", fontsize=11)
+    return fig
+
+
 __all__ = ["DEFAULT_RANKS", "DEFAULT_TARGET_SETS", "lora_targets", "lora_parameter_count", "base_parameter_count",
            "rank_table", "lora_params_figure", "rank_summary", "rank_explorer", "delta_weight_figure",
-           "folder_size", "weights_size", "cost_rows", "cost_table_html"]
+           "folder_size", "weights_size", "cost_rows", "cost_table_html", "before_after_figure"]
