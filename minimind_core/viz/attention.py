@@ -77,15 +77,16 @@ def rope_rotation_figure(position: int, pair: int, head_dim: int = 64, theta: fl
     wavelength = 2 * math.pi / freq
     ax.set_title(f"pair {pair}: angle m*freq = {angle:.3g} rad\n"
                  f"freq = {freq:.3g} rad/token, wavelength = {wavelength:.3g} tokens", fontsize=10)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
 
     im = ax2.imshow(cos.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
-    ax2.add_patch(Rectangle((-0.5, position - 0.5), head_dim, 1, fill=False, ec="black", lw=1.5))
+    ax2.add_patch(Rectangle((-0.5, position - 0.5), head_dim, 1, fill=False, ec="black", lw=2))
     for col in (pair, pair + half):
-        ax2.add_patch(Rectangle((col - 0.5, -0.5), 1, max_positions, fill=False, ec="gold", lw=1.2))
+        ax2.add_patch(Rectangle((col - 0.5, -0.5), 1, max_positions, fill=False, ec="lime", lw=1.8))
     ax2.set_xlabel("dimension of the head (both halves share frequency i)")
     ax2.set_ylabel("position m")
-    ax2.set_title(f"cos table [{max_positions} positions x {head_dim} dims], theta = {theta:g}", fontsize=10)
+    ax2.set_title(f"cos table [{max_positions} positions x {head_dim} dims], theta = {theta:g}\n"
+                  f"black: row of position {position}; green: the columns of pair {pair}", fontsize=10)
     fig.colorbar(im, ax=ax2, shrink=0.8, label="cos(m * freq_i)")
     return fig
 
