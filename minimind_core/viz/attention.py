@@ -384,7 +384,11 @@ def attention_heatmap(weights, labels: list[str] | None = None, title: str = "")
         fontsize = 9 if n_k <= 24 else (7 if n_k <= 48 else 5)
         ax.set_xticks(range(n_k), ticks, rotation=90, fontsize=fontsize, fontfamily=families)
         ax.set_yticks(range(n_q), ticks[n_k - n_q:], fontsize=fontsize, fontfamily=families)
-    ax.set_xlabel("key (attended to)")
+    xlabel = "key (attended to)"
+    if labels is not None and any(t == str(i) and lab != str(i) for i, (t, lab) in enumerate(zip(ticks, labels))):
+        xlabel += "\n(no installed font draws some labels, e.g. Chinese: those ticks show the index only;\n" \
+                  "install a CJK font such as fonts-noto-cjk to see them)"
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("query (attending)")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8, label="attention probability")
