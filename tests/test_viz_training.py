@@ -47,6 +47,9 @@ def test_training_figure_shows_rows_baselines_and_plan():
     assert _line(ax_loss, "unigram: 5.50").get_ydata()[0] == pytest.approx(5.5)
     plan = _line(ax_lr, "planned schedule")
     assert len(plan.get_xdata()) == 100 and plan.get_ydata()[0] == pytest.approx(1e-3)
+    # the plan passes through the logged points (row k's lr is that of update k - 1)
+    np.testing.assert_allclose(np.interp([r["step"] for r in rows], plan.get_xdata(), plan.get_ydata()),
+                               [r["lr"] for r in rows])
     assert ax_loss.get_xlim() == (0, 100)
     title = fig._suptitle.get_text()
     assert "step 40/100" in title and f"loss {rows[-1]['loss']:.3f}" in title and "tokens/s" in title

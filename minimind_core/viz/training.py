@@ -114,7 +114,8 @@ def training_figure(rows: Sequence[dict], total_steps: int | None = None, base_l
     ax_loss.set_title("loss", fontsize=10)
 
     if total_steps and base_lr:
-        ax_lr.plot(np.arange(total_steps), lr_curve(total_steps, base_lr, warmup), "--", color="0.6", lw=1,
+        # a logged row's "step" counts finished updates: row k used the rate of update k - 1
+        ax_lr.plot(np.arange(1, total_steps + 1), lr_curve(total_steps, base_lr, warmup), "--", color="0.6", lw=1,
                    label="planned schedule")
     if len(rows):
         ax_lr.plot(steps, lr, "-", color="tab:red", lw=1.6, marker="." if len(rows) < 40 else None,
