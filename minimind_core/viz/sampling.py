@@ -261,7 +261,7 @@ def accuracy_figure(results: Mapping[str, object], chance: float | None = None, 
             ax.text(b.get_x() + b.get_width() / 2, v + 0.015, f"{100 * v:.0f}%", ha="center", va="bottom", fontsize=8)
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1)
-        ax.text(len(rows) - 0.5, chance + 0.01, f"chance {100 * chance:.0f}%", ha="right", va="bottom",
+        ax.text(-0.5, chance + 0.01, f" chance {100 * chance:.0f}%", ha="left", va="bottom",
                 fontsize=8, color="grey")
     ax.set_xticks(x, [f"{r['checkpoint']}\n({r['n_correct']}/{r['n']})" for r in rows])
     ax.set_ylim(0, 1.12)
@@ -292,6 +292,7 @@ def perplexity_figure(table: Mapping[str, Mapping[str, float]], title: str = "")
             if not math.isnan(v):
                 ax.text(b.get_x() + b.get_width() / 2, v * 1.05, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=1.0)          # perplexity is at least 1 (a model that is always sure and right)
     ax.set_xticks(x, texts)
     ax.set_ylabel("perplexity (lower is better, log scale)")
     ax.legend(fontsize=8)
