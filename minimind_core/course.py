@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .profiles import DATA_DIR, Profile, get_profile
+from .profiles import Profile, get_profile
 
 # which `data download` name provides each of the full profile's files
 _DOWNLOAD_NAMES = {
@@ -91,6 +91,8 @@ def require_checkpoint(stage: str, profile=None, **train_overrides) -> Path:
         require_checkpoint(recipe.init, prof)
     if stage == "distill":
         require_checkpoint("sft", prof)
+    # the run folder may hold an unfinished run without a complete checkpoint: nothing to keep there
+    train_overrides.setdefault("overwrite", True)
     result = train(stage, profile=prof, **train_overrides)
     print(result.summary())
     return result.checkpoint

@@ -187,7 +187,7 @@ def _request(url: str, *, method: str = "GET", headers: dict | None = None, foll
         if not follow and 300 <= e.code < 400:
             return e  # an HTTPError is also a response: .status, .headers
         if e.code == 404:
-            raise _NotFound(f"HTTP 404 Not Found") from None
+            raise _NotFound("HTTP 404 Not Found") from None
         raise DownloadError(f"HTTP {e.code} {e.reason} from {url}") from None
     except urllib.error.URLError as e:
         raise _Unreachable(_describe_network_error(e.reason)) from None

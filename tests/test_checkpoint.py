@@ -1,5 +1,4 @@
 """Run folders: atomic checkpoints, safe loading, metrics, and bit-identical resume after SIGKILL."""
-import json
 import os
 import pickle
 import random

@@ -1,5 +1,4 @@
 """Lesson 02 checks: pass on the answers, 'not done yet' on the stubs, a readable message on wrong ones."""
-import torch
 import torch.nn.functional as F
 
 from minimind_core.checks import lesson02 as checks

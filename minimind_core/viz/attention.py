@@ -24,18 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..model import _causal_mask, apply_rope, repeat_kv, rope_tables
-
-
-class _Figure(Figure):
-    """A matplotlib Figure that shows itself in Jupyter (display(fig) or a cell's last value) with
-    any backend, without pyplot: no figure is left open and none is shown twice."""
-
-    def _repr_png_(self):
-        import io
-
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        return buf.getvalue()
+from .common import PngFigure, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +45,7 @@ def rope_rotation_figure(position: int, pair: int, head_dim: int = 64, theta: fl
     freq = theta ** (-2 * pair / head_dim)
     angle = position * freq
 
-    fig = _Figure(figsize=(11, 4.6), layout="constrained")
+    fig = PngFigure(figsize=(11, 4.6), layout="constrained")
     ax, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.6])
 
     # (x_i, x_{i+half}) = (1, 0) rotated by the angle of each position: rotate-half's pair
@@ -98,7 +87,7 @@ def rope_wavelength_figure(head_dim: int = 64, theta: float = 1e6,
     pairs = np.arange(head_dim // 2)
     freq = theta ** (-2.0 * pairs / head_dim)
     wavelength = 2 * np.pi / freq
-    fig = _Figure(figsize=(8, 4), layout="constrained")
+    fig = PngFigure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     ax.semilogy(pairs, wavelength, "o-", ms=4, label=f"wavelength (theta = {theta:g})")
     colors = ["tab:orange", "tab:green", "tab:red", "tab:purple"]
@@ -116,7 +105,7 @@ def score_matrix_figure(scores, title: str = "score(q at m, k at n)", xlabel: st
                         ylabel: str = "query position m") -> Figure:
     """A square matrix (e.g. q.k scores over query and key positions) as a heatmap."""
     s = torch.as_tensor(scores).detach().float().cpu().numpy()
-    fig = _Figure(figsize=(5.2, 4.4), layout="constrained")
+    fig = PngFigure(figsize=(5.2, 4.4), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(s, cmap="viridis", interpolation="nearest")
     ax.set_xlabel(xlabel)
@@ -126,28 +115,12 @@ def score_matrix_figure(scores, title: str = "score(q at m, k at n)", xlabel: st
     return fig
 
 
-def _widgets():
-    try:
-        import ipywidgets as widgets
-    except ImportError as e:  # pragma: no cover - a dependency of the package
-        raise ImportError("the widgets need ipywidgets: pip install ipywidgets") from e
-    return widgets
-
-
-def _show(out, fig) -> None:
-    from IPython.display import display
-
-    with out:
-        out.clear_output(wait=True)
-        display(fig)
-
-
 def rope_explorer(head_dim: int = 64, theta: float = 1e6, max_positions: int = 128):
     """Sliders for the position and the dimension pair; the figure is `rope_rotation_figure`.
 
     Returns a VBox with `.position`, `.pair` (the sliders), `.figure` (the latest figure) and
     `.update()` (redraws; called whenever a slider moves)."""
-    widgets = _widgets()
+    widgets = load_widgets()
     position = widgets.IntSlider(value=min(10, max_positions - 1), min=0, max=max_positions - 1,
                                  description="position m", continuous_update=False)
     pair = widgets.IntSlider(value=0, min=0, max=head_dim // 2 - 1, description="pair i",
@@ -158,7 +131,7 @@ def rope_explorer(head_dim: int = 64, theta: float = 1e6, max_positions: int = 1
 
     def update(change=None):
         box.figure = rope_rotation_figure(position.value, pair.value, head_dim, theta, max_positions)
-        _show(out, box.figure)
+        show(out, box.figure)
         return box.figure
 
     position.observe(update, names="value")
@@ -374,7 +347,7 @@ def attention_heatmap(weights, labels: list[str] | None = None, title: str = "")
     n_q, n_k = w.shape
     families = ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
     size = max(4.5, min(12.0, 0.26 * n_k + 2.5))
-    fig = _Figure(figsize=(size + 1.2, size), layout="constrained")
+    fig = PngFigure(figsize=(size + 1.2, size), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(w.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     if labels is not None:
@@ -426,7 +399,7 @@ def attention_explorer(model, tokenizer, text: str = "The quick brown fox jumps 
     Returns a VBox with `.text`, `.layer`, `.head` (the controls), `.figure` (the latest figure),
     `.labels` (the token labels), `.weights` ([layers, heads, t, t]) and `.update()`. The prompt is
     cut to `max_tokens` tokens (bos first, as the pretrained model saw its training text)."""
-    widgets = _widgets()
+    widgets = load_widgets()
     cfg = model.config
     state = _AttentionState(model, tokenizer, max_tokens, add_bos)
     text_box = widgets.Text(value=text, description="prompt", continuous_update=False,
@@ -456,7 +429,7 @@ def attention_explorer(model, tokenizer, text: str = "The quick brown fox jumps 
             state.weights[layer.value, head.value], state.labels,
             f"layer {layer.value}, query head {head.value} (KV head {head.value // n_rep}), "
             f"{len(state.labels)} tokens")
-        _show(out, box.figure)
+        show(out, box.figure)
         return box.figure
 
     for w in (text_box, layer, head):

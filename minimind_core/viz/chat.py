@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..generate import chat_prompt_ids, stream_text
-from .attention import _widgets
+from .common import load_widgets
 
 DEFAULT_SAMPLING = dict(temperature=0.85, top_k=0, top_p=0.85, repetition_penalty=1.0, max_new_tokens=128)
 
@@ -120,7 +120,7 @@ def chat_box(model, tokenizer, system: str | None = None, **sampling):
     `.status` (HTML), `.history` (the list of messages so far) and `.submit(text=None)`, the Send
     handler: it answers `text` (default: the text box's value), streaming into the transcript,
     appends both messages to `.history` and returns the reply."""
-    widgets = _widgets()
+    widgets = load_widgets()
     s = {**DEFAULT_SAMPLING, **sampling}
     wide = widgets.Layout(width="320px")
     message = widgets.Text(value="", placeholder="type a message and press Send",

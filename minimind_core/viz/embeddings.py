@@ -23,20 +23,12 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .attention import _Figure, _show, _widgets, token_labels
+from .attention import token_labels
+from .common import PngFigure, load_widgets, meta_model, show
 
 # --------------------------------------------------------------------------------------------
 # Where the parameters sit
 # --------------------------------------------------------------------------------------------
-
-
-def meta_model(config):
-    """`MiniMindForCausalLM(config)` on the meta device: every parameter has its shape, none has
-    memory, so even a 100M-parameter model costs nothing to inspect."""
-    from ..model import MiniMindForCausalLM
-
-    with torch.device("meta"):
-        return MiniMindForCausalLM(config)
 
 
 _ATTN = re.compile(r"\.self_attn\.([qkvo])_proj\.")
@@ -91,7 +83,7 @@ def parameter_breakdown_figure(breakdown: dict[str, int], title: str = "") -> Fi
     colours = ["tab:purple" if n.startswith(("embedding", "lm_head")) else
                "tab:blue" if n.startswith("attention") else
                "tab:green" if n.startswith(("MLP", "MoE")) else "tab:gray" for n in names]
-    fig = _Figure(figsize=(8, 0.42 * len(names) + 1.2), layout="constrained")
+    fig = PngFigure(figsize=(8, 0.42 * len(names) + 1.2), layout="constrained")
     ax = fig.subplots()
     ax.barh(names, values, color=colours)
     for y, v in enumerate(values):
@@ -224,7 +216,7 @@ def projection_figure(points, labels: Sequence[str], groups: Sequence[str], titl
     pts = torch.as_tensor(points).float().cpu()
     if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] != len(labels) or len(labels) != len(groups):
         raise ValueError(f"points {tuple(pts.shape)}, {len(labels)} labels and {len(groups)} groups must match")
-    fig = _Figure(figsize=(7.5, 6), layout="constrained")
+    fig = PngFigure(figsize=(7.5, 6), layout="constrained")
     ax = fig.subplots()
     names = list(dict.fromkeys(groups))
     for gi, g in enumerate(names):
@@ -309,7 +301,7 @@ def embedding_explorer(model, tokenizer, groups: dict, word: str | None = None, 
 
     Returns a VBox with `.word` (the Text), `.table` (HTML), `.figure` (the latest figure), `.view`
     (the EmbeddingView) and `.update()` (called whenever the word changes)."""
-    widgets = _widgets()
+    widgets = load_widgets()
     view = EmbeddingView(model, tokenizer, groups)
     first = word or next(iter(groups.values()))[0][0]
     text = widgets.Text(value=first, description="word", continuous_update=False)
@@ -326,7 +318,7 @@ def embedding_explorer(model, tokenizer, groups: dict, word: str | None = None, 
         _, ids = word_vector(view.weight, tokenizer, w)
         table.value = neighbours_html(view.neighbours(w, k), w, ids)
         box.figure = view.figure(w)
-        _show(out, box.figure)
+        show(out, box.figure)
         return box.figure
 
     text.observe(update, names="value")

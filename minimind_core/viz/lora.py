@@ -17,36 +17,17 @@ they agree with `count_lora_parameters` on a real adapted model.
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from .common import PngFigure, meta_model
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TARGET_SETS = {"MiniMind: q_proj, o_proj (square layers)": "minimind",
                        "q, k, v, o, gate, up, down": "all"}
-
-
-class _Figure(Figure):
-    """A Figure that shows itself as a PNG in Jupyter (display(fig), or a cell's last value) with any
-    matplotlib backend and without pyplot, so no figure is left open or shown twice."""
-
-    def _repr_png_(self):
-        import io
-
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        return buf.getvalue()
-
-
-def _meta_model(config):
-    from ..model import MiniMindForCausalLM
-
-    with torch.device("meta"):
-        return MiniMindForCausalLM(config)
 
 
 def _config_of(config_or_model):
@@ -57,7 +38,7 @@ def lora_targets(config, targets="minimind") -> list[tuple[str, int, int]]:
     """(module name, in_features, out_features) of every layer `targets` picks (see lora.apply_lora)."""
     from ..lora import _select
 
-    model = _meta_model(_config_of(config))
+    model = meta_model(_config_of(config))
     out = []
     for name in _select(model, targets):
         w = model.get_submodule(name).weight
@@ -76,7 +57,7 @@ def base_parameter_count(config) -> int:
     """Parameters of the base model (tied embedding counted once)."""
     from ..model import count_parameters
 
-    return count_parameters(_meta_model(_config_of(config)))
+    return count_parameters(meta_model(_config_of(config)))
 
 
 def rank_table(config, ranks: Sequence[int] = DEFAULT_RANKS, target_sets: dict | None = None) -> list[dict]:
@@ -105,7 +86,7 @@ def lora_params_figure(config, ranks: Sequence[int] = DEFAULT_RANKS, target_sets
     cfg = _config_of(config)
     rows = rank_table(cfg, ranks, target_sets)
     base = base_parameter_count(cfg)
-    fig = _Figure(figsize=(8, 4.2), layout="constrained")
+    fig = PngFigure(figsize=(8, 4.2), layout="constrained")
     ax = fig.subplots()
     markers = ["o", "s", "^", "D", "v"]
     for k, label in enumerate(target_sets):
@@ -189,7 +170,7 @@ def delta_weight_figure(layer, name: str = "", max_cells: int = 64) -> Figure:
         if layer.merged:
             w = w - delta
     sv = torch.linalg.svdvals(delta).numpy()
-    fig = _Figure(figsize=(12, 3.8), layout="constrained")
+    fig = PngFigure(figsize=(12, 3.8), layout="constrained")
     ax_w, ax_d, ax_s = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
     corner = (slice(0, max_cells), slice(0, max_cells))
     for ax, m, label in ((ax_w, w[corner], "base weight W"), (ax_d, delta[corner], "update B A * scale")):
@@ -278,7 +259,7 @@ def before_after_figure(metrics: dict, labels: tuple = ("before LoRA", "after Lo
     if not metrics:
         raise ValueError("before_after_figure needs at least one metric")
     names = list(metrics)
-    fig = _Figure(figsize=(1.9 * len(names) + 3, 3.6), layout="constrained")
+    fig = PngFigure(figsize=(1.9 * len(names) + 3, 3.6), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(names))
     for k, (label, color) in enumerate(zip(labels, ("tab:gray", "tab:green"))):

@@ -26,7 +26,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..generate import filter_logits
-from .attention import _drawable, _Figure, _show, _widgets, cjk_font, token_labels
+from .attention import _drawable, cjk_font, token_labels
+from .common import PngFigure, load_widgets, show
 
 KEPT = "#2f6db5"
 REMOVED = "#c9c9c9"
@@ -120,7 +121,7 @@ def distribution_figure(stages: Mapping[str, torch.Tensor], labels=None, n: int 
         tick_labels = list(labels)[:len(token_ids)] if labels is not None else [f"#{i}" for i in token_ids]
     families = _families()
     ticks = [_tick(lab, i, families) for lab, i in zip(tick_labels, token_ids)]
-    fig = _Figure(figsize=(min(4.2 * len(names), 17), 3.6), layout="constrained")
+    fig = PngFigure(figsize=(min(4.2 * len(names), 17), 3.6), layout="constrained")
     axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
     x = np.arange(len(token_ids))
     for ax, name in zip(axes, names):
@@ -173,7 +174,7 @@ def sampling_explorer(logits, labels=None, n: int = 20, temperature: float = 0.8
 
     Returns a VBox with `.temperature`, `.top_k`, `.top_p` (the sliders), `.summary` (an HTML line),
     `.figure` (the latest figure), `.stages` (the latest distributions) and `.update()`."""
-    widgets = _widgets()
+    widgets = load_widgets()
     z = torch.as_tensor(logits).detach().float().cpu()
     t_slider = widgets.FloatSlider(value=temperature, min=0.05, max=3.0, step=0.05, description="temperature",
                                    continuous_update=False)
@@ -194,7 +195,7 @@ def sampling_explorer(logits, labels=None, n: int = 20, temperature: float = 0.8
         box.stages = filter_stages(z, t_slider.value, k, p)
         summary.value = html.escape(sampling_summary(z, t_slider.value, k, p))
         box.figure = distribution_figure(box.stages, labs, n=n)
-        _show(out, box.figure)
+        show(out, box.figure)
         return box.figure
 
     for w in (t_slider, k_slider, p_slider):
@@ -249,7 +250,7 @@ def accuracy_figure(results: Mapping[str, object], chance: float | None = None, 
     rows = comparison_rows(results)
     if not rows:
         raise ValueError("no results to draw")
-    fig = _Figure(figsize=(max(5.0, 1.9 * len(rows) + 2), 3.8), layout="constrained")
+    fig = PngFigure(figsize=(max(5.0, 1.9 * len(rows) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(rows))
     w = 0.38
@@ -280,7 +281,7 @@ def perplexity_figure(table: Mapping[str, Mapping[str, float]], title: str = "")
     texts = []
     for d in table.values():
         texts += [t for t in d if t not in texts]
-    fig = _Figure(figsize=(max(5.0, 2.4 * len(texts) + 2), 3.8), layout="constrained")
+    fig = PngFigure(figsize=(max(5.0, 2.4 * len(texts) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(texts))
     w = 0.8 / len(names)

@@ -15,29 +15,19 @@ before it (labels are the same length as input_ids; the model shifts them by one
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
+from .common import PngFigure
 
 IGNORE_INDEX = -100
 TRAINED_BG = "#b7f0c0"
 TRAINED_BORDER = "#1a7f37"
 SPECIAL_BG = "#dde3ea"
-
-
-class _Figure(Figure):
-    """A Figure that shows itself as a PNG in Jupyter (display(fig), or a cell's last value) with any
-    matplotlib backend and without pyplot, so no figure is left open or shown twice."""
-
-    def _repr_png_(self):
-        import io
-
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        return buf.getvalue()
 
 
 def _as_list(x) -> list[int]:
@@ -116,7 +106,7 @@ def loss_mask_figure(tokenizer, input_ids, labels, per_row: int = 12, title: str
         if name.endswith("↵"):
             r, c = r + 1, 0
     n_rows = (cells[-1][0] + 1) if cells else 1
-    fig = _Figure(figsize=(min(1.05 * per_row, 16), 0.42 * n_rows + 1.0), layout="constrained")
+    fig = PngFigure(figsize=(min(1.05 * per_row, 16), 0.42 * n_rows + 1.0), layout="constrained")
     ax = fig.subplots()
     for r, c, name, trained, special in cells:
         face = TRAINED_BG if trained else (SPECIAL_BG if special else "white")
@@ -210,7 +200,7 @@ def accuracy_figure(results: dict, chance: float | None = None, title: str | Non
         return float(r[key] if isinstance(r, dict) else getattr(r, key))
 
     metrics = [("held-out accuracy", "accuracy"), ("replies in chat format", "in_format")]
-    fig = _Figure(figsize=(7.5, 3.8), layout="constrained")
+    fig = PngFigure(figsize=(7.5, 3.8), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(labels)
     colors = ["tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:purple"]
@@ -237,13 +227,12 @@ __all__ = ["mask_rows", "loss_mask_html", "loss_mask_figure", "mask_explorer", "
            "accuracy_figure", "spread_subset"]
 
 
-def spread_subset(jsonl_file, n: int, out_file) -> "Path":
+def spread_subset(jsonl_file, n: int, out_file) -> Path:
     """Write `n` lines of `jsonl_file`, evenly spread over the file, to `out_file` (returned).
 
     Eval files are ordered (all English questions, then all Chinese ones), so the first n lines
     would ask only one language; evenly spread lines keep every language and kind in proportion.
     """
-    from pathlib import Path
 
     src, out = Path(jsonl_file), Path(out_file)
     lines = [ln for ln in src.read_text(encoding="utf-8").splitlines() if ln.strip()]

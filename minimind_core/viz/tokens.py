@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 
 from matplotlib.figure import Figure
 
-from .attention import _Figure, _widgets, token_labels
+from .attention import token_labels
+from .common import PngFigure, load_widgets
 
 # soft background colours, cycled over the tokens (neighbours always differ)
 PALETTE = ["#fde2a7", "#c6e5b3", "#bfdcf5", "#f7c6d0", "#d9ccf2", "#c9ece6", "#f5d3b8", "#e3e3b0"]
@@ -90,7 +91,7 @@ def tokenizer_playground(tokenizer, text: str = "Hello, MiniMind! 你好，世�
 
     Returns a VBox with `.text` (the Textarea), `.tokens` (the HTML output) and `.update()`
     (redraws; called on every change of the text)."""
-    widgets = _widgets()
+    widgets = load_widgets()
     box_text = widgets.Textarea(value=text, description="text", continuous_update=True,
                                 layout=widgets.Layout(width="95%", height="70px"))
     out = widgets.HTML()
@@ -149,7 +150,7 @@ def merge_progress_figure(steps: Sequence, n_bytes: int) -> Figure:
         raise ValueError("no merge steps to plot: the text had no pair that repeats")
     xs = list(range(len(steps) + 1))
     lengths = [n_bytes] + [s.length for s in steps]
-    fig = _Figure(figsize=(10, 3.6), layout="constrained")
+    fig = PngFigure(figsize=(10, 3.6), layout="constrained")
     ax, ax2 = fig.subplots(1, 2)
     ax.plot(xs, lengths, color="tab:blue")
     ax.set_xlabel("merges learnt")
@@ -264,7 +265,7 @@ def chars_per_token_figure(sweep: dict, mark: int | None = None, reference: dict
     sizes = sorted(sweep)
     names = {"zh": "Chinese text", "en": "English text"}
     colours = {"zh": "tab:red", "en": "tab:blue"}
-    fig = _Figure(figsize=(7, 4), layout="constrained")
+    fig = PngFigure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     for lang in ("zh", "en"):
         pts = [(v, sweep[v][lang]) for v in sizes if lang in sweep[v]]

@@ -28,27 +28,12 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from .common import PngFigure, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-def _widgets():
-    try:
-        import ipywidgets as widgets
-    except ImportError as e:  # pragma: no cover - a dependency of the package
-        raise ImportError("the widgets need ipywidgets: pip install ipywidgets") from e
-    return widgets
-
-
-def _show(out, fig) -> None:
-    from IPython.display import display
-
-    with out:
-        out.clear_output(wait=True)
-        display(_png(fig))
-
 
 def _png(fig: Figure, dpi: int = 100):
     """The figure as an IPython Image (works whatever matplotlib backend the kernel has)."""
@@ -93,7 +78,7 @@ def training_figure(rows: Sequence[dict], total_steps: int | None = None, base_l
     total_steps: the run's length: fixes the x axis, and with base_lr draws the planned schedule
     baselines:   {label: loss} drawn as horizontal dashed lines, e.g. {"uniform ln V": 7.62}
     """
-    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    fig = PngFigure(figsize=(11, 3.8), layout="constrained")
     ax_loss, ax_lr = fig.subplots(1, 2, width_ratios=[1.6, 1])
     steps, loss, lr = _col(rows, "step"), _col(rows, "loss"), _col(rows, "lr")
 
@@ -242,7 +227,7 @@ def metrics_figure(source, smooth: int = 1, baselines: dict | None = None) -> Fi
     smooth: moving-average window (in logged rows) for the loss; the raw loss stays visible.
     """
     rows = _rows_of(source)
-    fig = Figure(figsize=(11, 6.4), layout="constrained")
+    fig = PngFigure(figsize=(11, 6.4), layout="constrained")
     (a, b), (c, d) = fig.subplots(2, 2)
     steps = _col(rows, "step")
     x_tok = _col(rows, "tokens") if all("tokens" in r for r in rows) else steps
@@ -289,7 +274,7 @@ def lr_schedule_figure(total: int, base_lr: float, warmup: int = 0, show_steps: 
     schedule without warmup is drawn faintly for comparison. `show_steps` get a dot and a label.
     """
     curve = lr_curve(total, base_lr, warmup)
-    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    fig = PngFigure(figsize=(8, 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(total)
     if warmup > 0:
@@ -321,7 +306,7 @@ def lr_explorer(total: int = 1000, base_lr: float = 5e-4, warmup: int = 0, max_t
     and `.update()` (redraws; called whenever a slider moves). The warmup slider's maximum
     follows T (at most half of it).
     """
-    widgets = _widgets()
+    widgets = load_widgets()
     max_total = max_total or max(2 * total, 100)
     lr = widgets.FloatLogSlider(value=base_lr, base=10, min=-6, max=-1, step=0.1, description="peak lr",
                                 readout_format=".1e", continuous_update=False)
@@ -336,7 +321,7 @@ def lr_explorer(total: int = 1000, base_lr: float = 5e-4, warmup: int = 0, max_t
         w.max = max(0, t.value // 2)  # clamps w.value too (which calls update again: harmless)
         box.figure = lr_schedule_figure(t.value, lr.value, min(w.value, t.value // 2),
                                         show_steps=[t.value // 2])
-        _show(out, box.figure)
+        show(out, box.figure)
         return box.figure
 
     for s in (lr, t, w):
@@ -378,7 +363,7 @@ def padding_figure(padded_real, packed_ids, eos_id: int = 2, lengths: Sequence[i
     if padded_real.ndim != 2 or packed_ids.ndim != 2:
         raise ValueError(f"expected two [batch, seq] arrays, got shapes {padded_real.shape} and {packed_ids.shape}")
     panels = 3 if lengths is not None else 2
-    fig = Figure(figsize=(4.2 * panels + 1, 4.2), layout="constrained")
+    fig = PngFigure(figsize=(4.2 * panels + 1, 4.2), layout="constrained")
     axes = fig.subplots(1, panels)
 
     pad_frac = padding_fraction(padded_real)
