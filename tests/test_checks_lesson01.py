@@ -1,5 +1,6 @@
 """Lesson 01 checks: pass on the answers, 'not done yet' on the stubs, a readable message on wrong ones."""
 from minimind_core.checks import lesson01 as checks
+from check_helpers import stub, expect_pass as _passes, expect_fail as _fails
 
 
 # ---- reference answers, written independently of the library ---------------------------------
@@ -56,21 +57,6 @@ def stream_decode(pieces):
         else:
             out.append(pending.decode("utf-8", errors="replace"))
     return out
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def _passes(result):
-    assert result.passed, str(result)
-
-
-def _fails(result, *fragments):
-    assert not result.passed, "a wrong answer passed"
-    for f in fragments:
-        assert f in result.message, f"{f!r} not in {result.message!r}"
-    assert "\n" not in str(result)
 
 
 def test_answers_pass():

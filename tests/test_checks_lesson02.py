@@ -2,6 +2,7 @@
 import torch.nn.functional as F
 
 from minimind_core.checks import lesson02 as checks
+from check_helpers import stub, expect_pass as _passes, expect_fail as _fails
 
 
 # ---- reference answers, written independently of the library ---------------------------------
@@ -33,21 +34,6 @@ def count_minimind_parameters(cfg):
     per_layer = attn + ffn + 2 * h
     emb = v * h * (1 if cfg.tie_word_embeddings else 2)
     return emb + layers * per_layer + h
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def _passes(result):
-    assert result.passed, str(result)
-
-
-def _fails(result, *fragments):
-    assert not result.passed, "a wrong answer passed"
-    for f in fragments:
-        assert f in result.message, f"{f!r} not in {result.message!r}"
-    assert "\n" not in str(result)
 
 
 def test_answers_pass():

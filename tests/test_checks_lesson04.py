@@ -4,6 +4,7 @@ import math
 import torch
 
 from minimind_core.checks import lesson04 as checks
+from check_helpers import stub, expect_fail as _fails
 
 
 # ---- reference answers, written independently of the library ---------------------------------
@@ -40,17 +41,6 @@ def lr_warmup_cosine(step, total, base_lr, warmup):
         return base_lr * (step + 1) / warmup
     t, span = step - warmup, max(1, total - warmup)
     return base_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * t / span)))
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def _fails(result, *needles):
-    assert not result.passed, str(result)
-    assert "\n" not in str(result)
-    for n in needles:
-        assert n in result.message, result.message
 
 
 # ---- unigram baseline -----------------------------------------------------------------------

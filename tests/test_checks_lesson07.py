@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from minimind_core.checks import lesson07 as checks
+from check_helpers import stub
 
 
 # ---- reference answers, written independently of the library ---------------------------------
@@ -48,10 +49,6 @@ def repetition_penalty(logits, previous, penalty):
             v = logits[b, t]
             out[b, t] = v / penalty if v > 0 else v * penalty
     return out
-
-
-def stub(*args):
-    raise NotImplementedError()
 
 
 # ---- plausible wrong answers -----------------------------------------------------------------
