@@ -99,9 +99,9 @@ _TINY = Profile(
     tokenizer=_sample("tokenizer"),
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
-        "pretrain": StageRecipe(_sample("pretrain.jsonl"), 1, 8, 1, 3e-3, 256, max_steps=900, warmup=20,
+        "pretrain": StageRecipe(_sample("pretrain.jsonl"), 1, 8, 1, 3e-3, 256, max_steps=1200, warmup=20,
                                 log_every=20, save_every=300),
-        "sft": StageRecipe(_sample("sft.jsonl"), 1, 32, 1, 1e-3, 256, max_steps=100, log_every=10, init="pretrain",
+        "sft": StageRecipe(_sample("sft.jsonl"), 1, 32, 1, 1e-3, 256, max_steps=150, log_every=10, init="pretrain",
                            extra=dict(mix_pretrain=True)),
         "lora": StageRecipe(_sample("lora.jsonl"), 1, 16, 1, 2e-3, 256, max_steps=60, log_every=10, init="sft",
                             extra=dict(rank=8, alpha=16)),

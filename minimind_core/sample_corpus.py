@@ -339,12 +339,13 @@ QUESTIONS = {
         "river": ["哪条河流经{N}？", "{N}在哪条河边？", "{N}旁边是哪条河？"],
     },
 }
-# Answers use a pronoun for people and name the city first for places.
+# Answers refer to the subject with a pronoun ("She lives in ...", "It is on ..."): a small model
+# answers far more often when it need not first copy a rare name out of the question.
 ANSWERS = {
     "en": {"city": "{Ps} lives in {v}.", "job": "{Ps} is {av}.", "food": "{Pp} favourite food is {v}.",
-           "country": "{N} is in {v}.", "river": "{N} is on the {v} River."},
+           "country": "It is in {v}.", "river": "It is on the {v} River."},
     "zh": {"city": "{Ps}住在{v}。", "job": "{Ps}是一名{v}。", "food": "{Pp}最喜欢的食物是{v}。",
-           "country": "{N}在{v}。", "river": "{N}在{v}边。"},
+           "country": "它在{v}。", "river": "它在{v}边。"},
 }
 FOLLOW_UPS = {  # second turn of a multi-turn conversation: the person is referred to by a pronoun
     "en": {"city": "And where does {po} live?", "job": "And what is {pp} job?",
