@@ -94,7 +94,6 @@ def require_checkpoint(stage: str, profile=None, **train_overrides) -> Path:
     # the run folder may hold an unfinished run without a complete checkpoint: nothing to keep there
     train_overrides.setdefault("overwrite", True)
     result = train(stage, profile=prof, **train_overrides)
-    print(result.summary())
     return result.checkpoint
 
 

@@ -150,7 +150,8 @@ def stream_text(model, tokenizer, input_ids: torch.Tensor, **kwargs) -> Iterator
         if len(text) > len(emitted):
             yield text[len(emitted):]
             emitted = text
-    text = tokenizer.decode(new_ids, skip_special_tokens=True)
+    # a reply cut off by max_new_tokens may end inside a character: drop that unfinished tail
+    text = tokenizer.decode(new_ids, skip_special_tokens=True).rstrip("\ufffd")
     if len(text) > len(emitted):
         yield text[len(emitted):]
 

@@ -70,3 +70,26 @@ def test_chat_prompt_ends_with_generation_prompt():
     assert text.endswith("<|im_start|>assistant\n")
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant<|im_end|>\n")
     assert math.isclose(ids.count(1), 3)
+
+
+def _scripted(monkeypatch, ids):
+    """Make stream_generate yield `ids` one token at a time, whatever the model."""
+    import minimind_core.generate as gen
+
+    monkeypatch.setattr(gen, "stream_generate", lambda model, input_ids, **kw: (torch.tensor([i]) for i in ids))
+
+
+def test_stream_text_releases_whole_characters_only(monkeypatch):
+    from minimind_core.generate import stream_text
+    from minimind_core.profiles import SAMPLE_DIR
+    from minimind_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(SAMPLE_DIR / "tokenizer")
+    a, dragon = tok.encode("A", add_special_tokens=False), tok.encode("龘", add_special_tokens=False)
+    assert len(dragon) >= 2, "the test needs a character that spans several byte-level tokens"
+    _scripted(monkeypatch, a + dragon + a + [2])          # ... then <|im_end|>
+    pieces = list(stream_text(None, tok, None))
+    assert "".join(pieces) == "A龘A"
+    assert not any("\ufffd" in p for p in pieces), pieces
+    _scripted(monkeypatch, a + dragon[:-1])                # cut off inside the character
+    assert list(stream_text(None, tok, None)) == ["A"]
