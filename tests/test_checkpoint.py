@@ -67,6 +67,7 @@ class _Evil:
         return (os.system, ("echo pwned > /dev/null",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")   # the hand-made file
 def test_resume_state_loading_runs_no_code(tmp_path):
     d = tmp_path / "checkpoints" / "step_000001"
     d.mkdir(parents=True)
