@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
 from .common import PngFigure, meta_model
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
+
 from .common import PngFigure
 
 IGNORE_INDEX = -100
@@ -233,7 +234,6 @@ def spread_subset(jsonl_file, n: int, out_file) -> Path:
     Eval files are ordered (all English questions, then all Chinese ones), so the first n lines
     would ask only one language; evenly spread lines keep every language and kind in proportion.
     """
-
     src, out = Path(jsonl_file), Path(out_file)
     lines = [ln for ln in src.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if n < 1:

@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+
 from .common import PngFigure, load_widgets, show
 
 
