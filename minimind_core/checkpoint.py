@@ -23,6 +23,8 @@ with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
+from .errors import CheckpointError  # noqa: F401  (re-exported)
+
 import json
 import os
 import random
@@ -52,8 +54,6 @@ def _quiet_transformers():
         pass
 
 
-class CheckpointError(Exception):
-    """A folder that is not a model, run or checkpoint folder, or a checkpoint that is damaged."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ file is not resumed and a finished file can be re-checked while the hubs are unr
 """
 from __future__ import annotations
 
+from .errors import DownloadError, VerificationError  # noqa: F401  (re-exported)
+
 import difflib
 import hashlib
 import http.client
@@ -98,12 +100,6 @@ REGISTRY: dict[str, DataFile] = {
 # errors
 
 
-class DownloadError(Exception):
-    """A file could not be fetched or verified; the message says why and what to do."""
-
-
-class VerificationError(DownloadError):
-    """The bytes that came do not match the expected size or sha256."""
 
 
 class _NotFound(Exception):

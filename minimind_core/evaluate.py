@@ -17,6 +17,8 @@ SFT-schema files over the assistant tokens only (the trained tokens of 监督微
 """
 from __future__ import annotations
 
+from .errors import EvalError
+
 import json
 import math
 from collections import defaultdict
@@ -43,8 +45,7 @@ class EvalItem:
     line: int = 0
 
 
-class EvalFileError(ValueError):
-    """An eval or perplexity file that does not follow its schema (names file, line and field)."""
+EvalFileError = EvalError  # the older name
 
 
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:

@@ -25,6 +25,8 @@ counted (`BadLines.blank`), and line numbers still count them, so that they matc
 """
 from __future__ import annotations
 
+from .errors import DataError  # noqa: F401  (re-exported: raised by the readers here)
+
 import json
 import os
 from pathlib import Path
@@ -44,17 +46,6 @@ _EXAMPLES = {
 }
 
 
-class DataError(ValueError):
-    """A bad line in a data file: `path`, 1-based `line`, `field` (or None) and `reason`."""
-
-    def __init__(self, path, line: int, reason: str, field: str | None = None):
-        self.path = str(path)
-        self.line = line
-        self.field = field
-        self.reason = reason
-        where = f"{self.path}:{line}" if line else self.path
-        what = f"field {field}: {reason}" if field else reason
-        super().__init__(f"{where}: {what}")
 
 
 def normalize_stage(stage: str) -> str:

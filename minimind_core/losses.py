@@ -15,7 +15,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of a position that is not trained (prompt, role header, padding)
+
+
+def token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over the trained targets (labels != -100), in fp32.
+
+    labels have the same length as the inputs (Hugging Face convention): position i's label is
+    the token at i, predicted from position i - 1. Divide by `n_targets(labels)` for the mean.
+    """
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                           labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def n_targets(labels: torch.Tensor) -> int:
+    """How many positions `token_ce_sum` sums over."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def _shift(logits: torch.Tensor, labels: torch.Tensor):

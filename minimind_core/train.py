@@ -41,17 +41,12 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from .errors import NonFiniteLossError, TrainError
+from .losses import IGNORE_INDEX, n_targets, token_ce_sum
 from .profiles import STAGES, get_profile
 
-IGNORE_INDEX = -100
 
 
-class TrainError(Exception):
-    """A problem with the run's inputs or state, reported in one line (no traceback)."""
-
-
-class NonFiniteLossError(TrainError):
-    """The loss became NaN or infinite; the run stopped before applying that update."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,23 +330,6 @@ def _to_device(batch, device):
         return batch.to(device, non_blocking=True)
     return batch
 
-
-# ----------------------------------------------------------------------------------------------
-# loss helpers
-
-
-def token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over the trained targets (labels != -100), in fp32.
-
-    labels have the same length as the inputs (Hugging Face convention): position i's label is
-    the token at i, predicted from position i - 1.
-    """
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                           labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-def n_targets(labels: torch.Tensor) -> int:
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 # ----------------------------------------------------------------------------------------------
