@@ -31,7 +31,7 @@ echo "== 1. gpu-marked tests"
 
 echo "== 2. tokenizer with the full vocabulary (6400) on the sample corpus"
 if [ ! -f "$WORK/tokenizer_6400/tokenizer.json" ]; then
-  "$PY" -m minimind_core tokenizer train --data data/sample/pretrain.jsonl --vocab-size 6400 --out "$WORK/tokenizer_6400"
+  "$PY" -m minimind_core tokenizer train --data minimind_core/sample/pretrain.jsonl --vocab-size 6400 --out "$WORK/tokenizer_6400"
 fi
 
 report() {  # report RUN_DIR NPROC: tokens/s, MFU and peak memory from the run's metrics
@@ -66,7 +66,7 @@ import sys, torch
 from minimind_core.train import train
 steps, out, tok, *extra = sys.argv[1:]
 torch.cuda.reset_peak_memory_stats()
-r = train("pretrain", profile="full", data="data/sample/pretrain.jsonl", tokenizer=tok, out=out,
+r = train("pretrain", profile="full", data="minimind_core/sample/pretrain.jsonl", tokenizer=tok, out=out,
           max_steps=int(steps), log_every=10, save_every=0, overwrite=True, progress=False,
           compile="--compile" in extra)
 print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB; wall {r.wall_time:.0f}s; "
@@ -83,7 +83,7 @@ peak_mem "$STEPS" "$WORK/pretrain_compiled" --compile
 report "$WORK/pretrain_compiled" 1
 
 echo "== 5. resume: 20 more steps from the eager run's checkpoint"
-"$PY" -m minimind_core train pretrain --profile full --data data/sample/pretrain.jsonl \
+"$PY" -m minimind_core train pretrain --profile full --data minimind_core/sample/pretrain.jsonl \
   --tokenizer "$WORK/tokenizer_6400" --out "$WORK/pretrain_eager" --max-steps $((STEPS + 20)) --resume --no-progress \
   --log-every 10 | tail -3
 
@@ -91,7 +91,7 @@ NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 if [ "$NGPU" -ge 2 ]; then
   echo "== 6. DDP: 2 processes (NCCL), batch 32 per GPU, accum 4 (the same global batch)"
   "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m minimind_core train pretrain --profile full \
-    --data data/sample/pretrain.jsonl --tokenizer "$WORK/tokenizer_6400" --out "$WORK/pretrain_ddp" \
+    --data minimind_core/sample/pretrain.jsonl --tokenizer "$WORK/tokenizer_6400" --out "$WORK/pretrain_ddp" \
     --max-steps "$STEPS" --accum 4 --log-every 10 --overwrite --no-progress | tail -3
   report "$WORK/pretrain_ddp" 2
 else

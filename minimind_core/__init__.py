@@ -2,19 +2,35 @@
 
 MiniMind2-Small (25.83M parameters, Llama-style) and everything needed to build and train it:
 tokenizer, data pipeline, training loop (one GPU, many GPUs or a CPU), LoRA, DPO, distillation,
-generation, evaluation, plots and widgets. Importing the package registers the model with
-transformers' Auto classes, so `AutoModelForCausalLM.from_pretrained(folder)` works without
-`trust_remote_code`.
+generation, evaluation, plots and widgets.
+
+Importing the package imports nothing heavy: the names below are loaded on first use (PEP 562),
+so the command line's `--help`, `data check` and `data download` start without torch or
+transformers. The first use of the model classes registers them with transformers' Auto classes,
+so `AutoModelForCausalLM.from_pretrained(folder)` then works without `trust_remote_code`.
 """
-from .config import MiniMindConfig
-from .model import MiniMindForCausalLM, MiniMindModel, count_parameters
-from .profiles import Profile, get_profile
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# name -> the submodule that defines it
+_LAZY = {
+    "MiniMindConfig": "config",
+    "MiniMindForCausalLM": "model",
+    "MiniMindModel": "model",
+    "count_parameters": "model",
+    "Profile": "profiles",
+    "get_profile": "profiles",
+}
+_MODEL_NAMES = ("MiniMindConfig", "MiniMindForCausalLM", "MiniMindModel")
+
 
 def _register_auto_classes() -> None:
+    """Make AutoConfig / AutoModelForCausalLM know the `minimind` model type."""
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .config import MiniMindConfig
+    from .model import MiniMindForCausalLM
 
     try:
         AutoConfig.register(MiniMindConfig.model_type, MiniMindConfig)
@@ -26,7 +42,21 @@ def _register_auto_classes() -> None:
         pass
 
 
-_register_auto_classes()
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _MODEL_NAMES:
+        _register_auto_classes()
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
 
 __all__ = ["MiniMindConfig", "MiniMindForCausalLM", "MiniMindModel", "count_parameters", "Profile",
            "get_profile"]

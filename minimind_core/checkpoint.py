@@ -23,8 +23,6 @@ with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
-from .errors import CheckpointError  # noqa: F401  (re-exported)
-
 import json
 import os
 import random
@@ -33,6 +31,8 @@ import shutil
 from pathlib import Path
 
 import torch
+
+from .errors import CheckpointError
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -311,6 +311,28 @@ def load_tokenizer_for(path: str | Path):
     return load_tokenizer(d)
 
 
+def load_model_and_tokenizer(path: str | Path, device: str | torch.device | None = None,
+                             dtype: torch.dtype | None = None):
+    """(model in eval mode, tokenizer) of a model folder, a run folder (its newest checkpoint) or a
+    LoRA adapter folder: the one loader that evaluation, export and the lessons use.
+
+    `device` defaults to CUDA when available. Anything that keeps the pair from working together
+    (no folder, no weights, no usable tokenizer, a tokenizer larger than the model's vocabulary)
+    is a CheckpointError naming the folder.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(path, device=device, dtype=dtype)
+    try:
+        tokenizer = load_tokenizer_for(path)
+    except (FileNotFoundError, ValueError) as e:  # load_tokenizer's messages name the folder
+        raise CheckpointError(str(e)) from None
+    if len(tokenizer) > model.config.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size "
+                              f"is {model.config.vocab_size}")
+    return model.eval(), tokenizer
+
+
 # ----------------------------------------------------------------------------------------------
 # RNG states (every rank saves its own; plain Python types so weights_only loading works)
 
@@ -390,6 +412,6 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 __all__ = ["CheckpointError", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "resolve_model_dir",
-           "load_model", "load_tokenizer_for", "load_trainer_state", "rng_state", "set_rng_state",
+           "load_model", "load_tokenizer_for", "load_model_and_tokenizer", "load_trainer_state", "rng_state", "set_rng_state",
            "MetricsLog", "read_metrics", "atomic_write_json", "atomic_write_text", "clean_partial",
            "is_model_dir", "is_adapter_dir"]

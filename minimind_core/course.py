@@ -102,11 +102,6 @@ def load_stage(stage: str, profile=None, device: str | None = None):
 
     The model is in eval mode, on `device` (default: CUDA when available).
     """
-    import torch
+    from .checkpoint import load_model_and_tokenizer
 
-    from .checkpoint import load_model, load_tokenizer_for
-
-    path = require_checkpoint(stage, profile)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(path, device=device).eval()
-    return model, load_tokenizer_for(path)
+    return load_model_and_tokenizer(require_checkpoint(stage, profile), device=device)

@@ -105,7 +105,7 @@ def _meta_path(tokens_path: Path) -> Path:
 
 
 def default_cache_dir() -> Path:
-    from .profiles import DATA_DIR
+    from .paths import DATA_DIR
 
     return DATA_DIR / "cache"
 

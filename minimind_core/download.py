@@ -30,8 +30,6 @@ file is not resumed and a finished file can be re-checked while the hubs are unr
 """
 from __future__ import annotations
 
-from .errors import DownloadError, VerificationError  # noqa: F401  (re-exported)
-
 import difflib
 import hashlib
 import http.client
@@ -46,6 +44,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import DownloadError, VerificationError
 
 MODELSCOPE_REPO = "gongjy/minimind_dataset"
 MODELSCOPE_REVISION = "master"
@@ -543,7 +543,7 @@ def download(name: str, out_dir: str | Path | None = None, source: str = "auto",
     Tries the sources in order (auto: ModelScope, then Hugging Face). Raises DownloadError (or its
     subclass VerificationError) with a message naming the URLs tried and what to do.
     """
-    from .profiles import DATA_DIR
+    from .paths import DATA_DIR
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     entry = resolve_name(name)
@@ -630,7 +630,7 @@ def _check_existing(entry: DataFile, final: Path, remote: Remote, *, progress: b
 
 
 # --------------------------------------------------------------------------------------------
-# command line
+# the listing that `data download` prints without names
 
 
 def list_files(out_dir: Path) -> str:
@@ -661,33 +661,5 @@ def list_files(out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def cli_download(args) -> int:
-    from .cli import CLIError
-    from .profiles import DATA_DIR
-
-    out = Path(args.out) if getattr(args, "out", None) else DATA_DIR
-    names = list(getattr(args, "names", None) or [])
-    if not names:
-        print(list_files(out))
-        return 0
-    try:
-        entries = [resolve_name(n) for n in names]
-        source_order(getattr(args, "source", "auto") or "auto")
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    failed = []
-    for entry in entries:
-        try:
-            path = download(entry.name, out, getattr(args, "source", "auto") or "auto")
-            print(path)
-        except DownloadError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed.append(entry.name)
-    if failed:
-        raise CLIError(f"{len(failed)} of {len(entries)} file(s) not downloaded: {', '.join(failed)}")
-    return 0
-
-
 __all__ = ["DataFile", "REGISTRY", "DownloadError", "VerificationError", "resolve_name", "endpoints",
-           "file_url", "source_order", "remote_metadata", "download", "sha256_file", "list_files",
-           "cli_download"]
+           "file_url", "source_order", "remote_metadata", "download", "sha256_file", "list_files"]

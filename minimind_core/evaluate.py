@@ -17,8 +17,6 @@ SFT-schema files over the assistant tokens only (the trained tokens of 监督微
 """
 from __future__ import annotations
 
-from .errors import EvalError
-
 import json
 import math
 from collections import defaultdict
@@ -28,6 +26,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .errors import EvalError
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, render_chat
 
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +261,14 @@ def summarise(rows: Sequence[QARow]) -> QAResult:
                     by_lang=_breakdown(rows, "lang"), by_kind=_breakdown(rows, "kind"))
 
 
+def format_row(row: QARow) -> str:
+    """One answer as `eval qa --show` prints it: `ok ` or `-- `, question -> reply (expected)."""
+    mark = "ok " if row.correct else "-- "
+    fmt = "" if row.in_format else "  [no <|im_end|>]"
+    reply = row.reply.replace("\n", " / ")
+    return f"{mark}{row.question}  ->  {reply}  (expected: {row.expected}){fmt}"
+
+
 def qa_accuracy(model, tokenizer, eval_file: str | Path, max_new_tokens: int = 48, limit: int | None = None,
                 batch_size: int = 16, progress: bool = False) -> QAResult:
     """Held-out question accuracy of a chat model (greedy replies, see the module docstring)."""
@@ -420,101 +427,3 @@ def perplexity(model, tokenizer, jsonl_file: str | Path, seq_len: int = 256, max
         raise EvalFileError(f"{path}: no tokens to score")
     mean = total_nll / total_n
     return math.exp(mean), mean, total_n
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-
-
-def load_model_and_tokenizer(path: str | Path, device: str | torch.device | None = None):
-    """A model folder, run folder (newest checkpoint) or adapter folder, and the tokenizer saved
-    with it; errors become one-line CLIErrors."""
-    from .cli import CLIError
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        from .checkpoint import CheckpointError, load_model, load_tokenizer_for
-    except ImportError:   # a library without run folders: plain Hugging Face folders only
-        from .model import MiniMindForCausalLM
-        from .tokenizer import load_tokenizer
-
-        p = Path(path)
-        if not (p / "config.json").is_file():
-            raise CLIError(f"{p}: not a model folder (no config.json)")
-        return MiniMindForCausalLM.from_pretrained(str(p)).to(device).eval(), load_tokenizer(p)
-    try:
-        model = load_model(path, device=device)
-        tokenizer = load_tokenizer_for(path)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        raise CLIError(str(e)) from None
-    if len(tokenizer) > model.config.vocab_size:
-        raise CLIError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                       f"{model.config.vocab_size}")
-    return model.eval(), tokenizer
-
-
-def _eval_file_arg(args) -> Path:
-    from .cli import CLIError
-
-    data = getattr(args, "data", None)
-    if data:
-        return Path(data)
-    from .profiles import get_profile
-
-    profile = get_profile(getattr(args, "profile", None))
-    if profile.eval_qa is None:
-        raise CLIError(f"profile {profile.name} has no eval file; pass --data")
-    return Path(profile.eval_qa)
-
-
-def format_row(row: QARow) -> str:
-    mark = "ok " if row.correct else "-- "
-    fmt = "" if row.in_format else "  [no <|im_end|>]"
-    reply = row.reply.replace("\n", " / ")
-    return f"{mark}{row.question}  ->  {reply}  (expected: {row.expected}){fmt}"
-
-
-def cli_eval_qa(args) -> int:
-    """`eval qa --model DIR [--data FILE] [--limit N] [--show N]`.
-
-    Prints the first --show answers (all of them with --verbose), the accuracy per language and
-    per kind, the in-format rate, and last `accuracy: 0.xx (n/N)`.
-    """
-    from .cli import CLIError
-
-    path = _eval_file_arg(args)
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    try:
-        result = qa_accuracy(model, tokenizer, path, max_new_tokens=getattr(args, "max_new_tokens", None) or 48,
-                             limit=getattr(args, "limit", None), batch_size=getattr(args, "batch_size", None) or 16,
-                             progress=True)
-    except (EvalFileError, FileNotFoundError) as e:
-        raise CLIError(str(e)) from None
-    show = len(result.rows) if getattr(args, "verbose", False) else (getattr(args, "show", 0) or 0)
-    for row in result.rows[:show]:
-        print(format_row(row))
-    for title, groups in (("lang", result.by_lang), ("kind", result.by_kind)):
-        if len(groups) > 1:
-            print(f"by {title}: " + ", ".join(f"{k or '?'} {g['accuracy']:.2f} ({g['n_correct']}/{g['n']})"
-                                              for k, g in groups.items()))
-    print(f"in format: {result.in_format:.2f} (replies closed with <|im_end|>)")
-    print(result.line())
-    return 0
-
-
-def cli_eval_ppl(args) -> int:
-    """`eval ppl --model DIR --data FILE [--seq-len N] [--limit N]`: prints `perplexity: X.XX (N tokens)`."""
-    from .cli import CLIError
-
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    seq_len = getattr(args, "seq_len", None) or min(256, model.config.max_position_embeddings)
-    try:
-        ppl, nll, n = perplexity(model, tokenizer, args.data, seq_len=seq_len,
-                                 max_tokens=getattr(args, "max_tokens", None), limit=getattr(args, "limit", None),
-                                 progress=True)
-    except (EvalFileError, FileNotFoundError) as e:
-        raise CLIError(str(e)) from None
-    print(f"mean NLL: {nll:.4f} nats per token")
-    print(f"perplexity: {ppl:.2f} ({n} tokens)")
-    return 0

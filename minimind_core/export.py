@@ -54,14 +54,11 @@ def to_llama(model):
 
 
 def export_llama(model_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write `model_dir` (a model folder or a run folder) as a LlamaForCausalLM folder."""
-    from .checkpoint import CheckpointError, load_model, load_tokenizer_for
+    """Write `model_dir` (a model folder, run folder or LoRA adapter folder, merged first) as a
+    LlamaForCausalLM folder. A folder that does not load is a CheckpointError."""
+    from .checkpoint import load_model_and_tokenizer
 
-    try:
-        model = load_model(model_dir)
-        tokenizer = load_tokenizer_for(model_dir)
-    except CheckpointError as e:
-        raise ValueError(str(e)) from None
+    model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     if any(type(m).__name__ == "LoRALinear" for m in model.modules()):
         from .lora import merge_lora
 
@@ -73,18 +70,5 @@ def export_llama(model_dir: str | Path, out_dir: str | Path) -> Path:
     llama.generation_config.eos_token_id = model.config.eos_token_id
     llama.generation_config.pad_token_id = model.config.pad_token_id
     llama.save_pretrained(str(out))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
     return out
-
-
-def cli_export_llama(args) -> int:
-    from .cli import CLIError
-
-    try:
-        out = export_llama(args.model, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        raise CLIError(str(e)) from None
-    print(f"wrote a LlamaForCausalLM folder to {out}")
-    print(f"load it with: AutoModelForCausalLM.from_pretrained({str(out)!r})")
-    return 0

@@ -25,14 +25,12 @@ counted (`BadLines.blank`), and line numbers still count them, so that they matc
 """
 from __future__ import annotations
 
-from .errors import DataError  # noqa: F401  (re-exported: raised by the readers here)
-
 import json
 import os
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
+from .errors import DataError
 
 ROLES = ("system", "user", "assistant", "tool")
 STAGES = ("pretrain", "sft", "dpo")
@@ -251,28 +249,6 @@ def check_file(path, stage: str, max_errors: int = 20,
     return n_good, list(report.messages)
 
 
-def cli_check(args) -> int:
-    """`python -m minimind_core data check FILE --stage pretrain|sft|dpo [--max-errors N]`."""
-    from .cli import CLIError
-
-    path = Path(args.file)
-    if not path.exists():
-        raise CLIError(f"{path}: no such file (download it with `python -m minimind_core data download`)")
-    if path.is_dir():
-        raise CLIError(f"{path}: is a folder; expected a .jsonl file")
-    max_errors = getattr(args, "max_errors", 20)
-    report = BadLines(keep=max_errors)
-    n_good, messages = check_file(path, args.stage, max_errors=max_errors, report=report)
-    for m in messages:
-        print(m)
-    if report.count > len(messages):
-        print(f"... and {report.count - len(messages)} more bad lines")
-    blank = f", {report.blank} blank" if report.blank else ""
-    status = "OK" if report.count == 0 else "BAD"
-    print(f"{path}: {status}: {n_good} good {args.stage} records, {report.count} bad lines{blank}")
-    return 0 if report.count == 0 else 1
-
-
 # ---------------------------------------------------------------------------------------------
 # random access
 
@@ -285,6 +261,8 @@ class LineIndex:
     """
 
     def __init__(self, path, chunk_bytes: int = 1 << 24):
+        import numpy as np  # here, not at the top: `data check` streams without numpy
+
         self.path = Path(path)
         st = os.stat(self.path)
         self.size, self.mtime_ns = st.st_size, st.st_mtime_ns

@@ -13,11 +13,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = Path(os.environ.get("MINIMIND_HOME", PACKAGE_DIR.parent))
-DATA_DIR = PROJECT_DIR / "data"
-SAMPLE_DIR = DATA_DIR / "sample"
-RUNS_DIR = PROJECT_DIR / "runs"
+from .paths import DATA_DIR, PROJECT_DIR, RUNS_DIR, SAMPLE_DIR
 
 PROFILE_NAMES = ("smoke", "tiny", "full")
 STAGES = ("pretrain", "sft", "lora", "dpo", "distill")

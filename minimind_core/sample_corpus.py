@@ -703,10 +703,11 @@ def generate(seed: int = DEFAULT_SEED) -> dict:
 def write_sample_corpus(out_dir=None, seed: int = DEFAULT_SEED, tokenizer: bool = True) -> dict:
     """Write the sample corpus (and its 2048-token tokenizer) to `out_dir`; return {name: path}.
 
-    `out_dir` defaults to data/sample. Files of the same names there are replaced; nothing else in
-    the folder is touched. The same seed always gives the same bytes.
+    `out_dir` defaults to the copy shipped inside the package (paths.SAMPLE_DIR). Files of the same
+    names there are replaced; nothing else in the folder is touched. The same seed always gives
+    the same bytes.
     """
-    from .profiles import SAMPLE_DIR
+    from .paths import SAMPLE_DIR
 
     out = Path(out_dir) if out_dir is not None else SAMPLE_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -750,16 +751,5 @@ def corpus_stats(paths: dict) -> list:
     return rows
 
 
-def cli_sample(args) -> int:
-    """`python -m minimind_core data sample [--out DIR] [--seed N]`."""
-    seed = DEFAULT_SEED if args.seed is None else args.seed
-    paths = write_sample_corpus(args.out, seed)
-    print(f"sample corpus (seed {seed}) written to {paths['pretrain'].parent}:")
-    for name, size, lines, tokens in corpus_stats(paths):
-        print(f"  {name:<16} {size:>9,} bytes {lines:>6,} lines {tokens:>8,} tokens")
-    print(f"  {TOKENIZER_DIR + '/':<16} byte-level BPE, vocab {SAMPLE_VOCAB_SIZE}")
-    return 0
-
-
 __all__ = ["DEFAULT_SEED", "FILES", "KINDS", "LORA_NAME", "IDENTITY_NAME", "SAMPLE_VOCAB_SIZE",
-           "write_sample_corpus", "generate", "corpus_stats", "cli_sample", "build_world"]
+           "write_sample_corpus", "generate", "corpus_stats", "build_world"]

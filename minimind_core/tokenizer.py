@@ -118,26 +118,3 @@ def load_tokenizer(path: str | Path):
     if not getattr(tok, "chat_template", None):
         tok.chat_template = CHAT_TEMPLATE
     return tok
-
-
-def cli_train(args) -> int:
-    """`python -m minimind_core tokenizer train --data FILE --vocab-size N --out DIR`."""
-    import itertools
-    import json
-
-    def texts():
-        with open(args.data, encoding="utf-8") as f:
-            lines = itertools.islice(f, args.max_lines) if args.max_lines else f
-            for line in lines:
-                if not line.strip():
-                    continue
-                obj = json.loads(line)
-                if "text" in obj:
-                    yield obj["text"]
-                else:
-                    for m in obj.get("conversations", []):
-                        yield m["content"]
-
-    tok = train_tokenizer(texts(), args.vocab_size, args.out)
-    print(f"trained a {len(tok)}-token tokenizer on {args.data}; saved to {args.out}")
-    return 0

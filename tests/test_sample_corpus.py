@@ -44,7 +44,7 @@ def test_tokenizer_training_is_deterministic(tmp_path, regenerated):
 
 
 def test_committed_sample_is_current(regenerated):
-    """data/sample must be exactly what `python -m minimind_core data sample` writes."""
+    """minimind_core/sample must be exactly what `python -m minimind_core data sample` writes."""
     fresh, _ = regenerated
     for name in JSONL:
         committed = SAMPLE_DIR / name

@@ -184,7 +184,7 @@ def corpus_texts(profile, max_docs: int | None = 200_000) -> list[str]:
     """The texts the profile's tokenizer is trained on.
 
     On the bundled sample corpus: every pretraining text and every SFT message, exactly what
-    `data/sample/tokenizer` was trained on. Otherwise (the `full` profile): the first `max_docs`
+    `minimind_core/sample/tokenizer` was trained on. Otherwise (the `full` profile): the first `max_docs`
     documents of the pretraining file, as `course.require_tokenizer` does. A missing file raises
     `course.MissingDataError`, which says how to download it.
     """

@@ -1,10 +1,8 @@
-"""The `train` and `eval` commands of `python -m minimind_core`.
+"""The `train` command of `python -m minimind_core`.
 
     python -m minimind_core train pretrain --profile tiny
     python -m minimind_core train sft --init runs/tiny/pretrain
     torchrun --nproc_per_node 8 -m minimind_core train sft --profile full
-    python -m minimind_core eval qa --model runs/tiny/sft
-    python -m minimind_core eval ppl --model runs/tiny/pretrain --data data/sample/pretrain.jsonl
 
 Every `train` option defaults to the profile's recipe for the stage (minimind_core.profiles).
 """
@@ -14,16 +12,12 @@ import os
 import sys
 import traceback
 
-from .profiles import PROFILE_NAMES, STAGES
+from ..errors import MiniMindError
+from ..profiles import PROFILE_NAMES, STAGES
+from .errors import CLIError
 
 
 def add_parsers(sub) -> None:
-    """Register `train` and `eval` on the top-level subparsers of cli.py."""
-    _train_parser(sub)
-    _eval_parsers(sub)
-
-
-def _train_parser(sub):
     p = sub.add_parser("train", help="train a stage: pretrain, sft, lora, dpo or distill",
                        description="Train one stage. Unset options come from the profile's recipe; "
                                    "works the same under torchrun (one process per GPU).")
@@ -74,29 +68,7 @@ def _train_parser(sub):
     k.add_argument("--mix-pretrain", dest="mix_pretrain", action="store_true", default=None,
                    help="sft: mix one pretraining batch into each step")
     k.add_argument("--no-mix-pretrain", dest="mix_pretrain", action="store_false")
-    p.set_defaults(handler="minimind_core.train_cli:cli_train")
-
-
-def _eval_parsers(sub):
-    p = sub.add_parser("eval", help="evaluate a model: held-out question accuracy or perplexity")
-    esub = p.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
-    q = esub.add_parser("qa", help="greedy answers to held-out questions; prints `accuracy: 0.xx (n/N)`")
-    q.add_argument("--model", required=True, help="model or run folder")
-    q.add_argument("--data", default=None, help="eval JSONL (default: the profile's eval_qa file)")
-    q.add_argument("--profile", choices=PROFILE_NAMES, default=None)
-    q.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    q.add_argument("--show", type=int, default=0, help="print the first N answers")
-    q.add_argument("--verbose", action="store_true", help="print every answer")
-    q.add_argument("--max-new-tokens", type=int, default=None, help="reply length limit (default 48)")
-    q.add_argument("--batch-size", type=int, default=None, help="questions answered together (default 16)")
-    q.set_defaults(handler="minimind_core.evaluate:cli_eval_qa")
-    s = esub.add_parser("ppl", help="perplexity of a model on a JSONL file")
-    s.add_argument("--model", required=True, help="model or run folder")
-    s.add_argument("--data", required=True)
-    s.add_argument("--seq-len", type=int, default=None)
-    s.add_argument("--limit", type=int, default=None, help="only the first N records")
-    s.add_argument("--max-tokens", type=int, default=None, help="stop after scoring N tokens")
-    s.set_defaults(handler="minimind_core.evaluate:cli_eval_ppl")
+    p.set_defaults(handler=run_train)
 
 
 def train_kwargs(args) -> dict:
@@ -112,8 +84,6 @@ def train_kwargs(args) -> dict:
     elif args.stage == "distill" and args.alpha is not None:
         kw["alpha"] = args.alpha
     elif args.lora_alpha is not None or args.alpha is not None:
-        from .cli import CLIError
-
         raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")
     for flag in ("resume", "overwrite", "compile"):
         if getattr(args, flag):
@@ -123,17 +93,15 @@ def train_kwargs(args) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-def cli_train(args) -> int:
+def run_train(args) -> int:
     """`python -m minimind_core train STAGE ...`; under torchrun a failing rank ends the job."""
-    from .checkpoint import CheckpointError
-    from .cli import CLIError
-    from .train import TrainError, train
+    from ..train import train
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = os.environ.get("RANK", "0")
     try:
         train(args.stage, profile=args.profile, **train_kwargs(args))
-    except (TrainError, CheckpointError, FileNotFoundError) as e:
+    except (MiniMindError, FileNotFoundError) as e:
         if distributed:
             _die(f"error (rank {rank}): {e}", code=2)
         raise CLIError(str(e)) from None
@@ -141,17 +109,11 @@ def cli_train(args) -> int:
         if distributed:
             _die(f"interrupted (rank {rank})", code=130)
         raise
-    except BaseException as e:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001
         if distributed:  # never leave the other ranks waiting in a collective: exit now, torchrun stops them
             _die(f"rank {rank} failed:\n{traceback.format_exc()}", code=1)
-        if isinstance(e, Exception) and _is_data_error(e):
-            raise CLIError(str(e)) from None
         raise
     return 0
-
-
-def _is_data_error(e: Exception) -> bool:
-    return type(e).__name__ == "DataError"
 
 
 def _die(msg: str, code: int):
