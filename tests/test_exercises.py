@@ -1,4 +1,5 @@
 """Exercise notebooks are generated from the solutions, and each check tells right from wrong."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -6,9 +7,20 @@ import pytest
 import torch
 
 from minimind_core.checks import CheckResult, check, expect_tensor, call_learner
-from minimind_core.checks.notebooks import dumps, make_exercise, strip_solutions
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_tool(name: str):
+    """A script of tools/ as a module (tools/ is not a package and not installed)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool("make_exercises")
+dumps, make_exercise, strip_solutions = tool.dumps, tool.make_exercise, tool.strip_solutions
 
 
 def test_strip_solutions_keeps_indentation():
@@ -21,10 +33,10 @@ def test_strip_solutions_keeps_indentation():
 @pytest.mark.parametrize("solution", sorted((ROOT / "solutions").glob("*.ipynb")), ids=lambda p: p.name)
 def test_committed_exercises_are_generated(solution):
     exercise = ROOT / "exercises" / solution.name
-    assert exercise.exists(), f"{exercise} is missing: run python -m minimind_core.checks.notebooks"
+    assert exercise.exists(), f"{exercise} is missing: run python tools/make_exercises.py"
     expected = dumps(make_exercise(json.loads(solution.read_text(encoding="utf-8"))))
     assert exercise.read_text(encoding="utf-8") == expected, \
-        f"{exercise} differs from what solutions/ generates: run python -m minimind_core.checks.notebooks"
+        f"{exercise} differs from what solutions/ generates: run python tools/make_exercises.py"
     text = solution.read_text(encoding="utf-8")
     assert text.count("### BEGIN SOLUTION") >= 3, "each lesson has at least three exercises"
 

@@ -1,11 +1,11 @@
-"""Generate exercise notebooks from solution notebooks.
+"""Generate exercise notebooks from solution notebooks (a maintainer's tool, not part of the package).
 
 In `solutions/NN_topic.ipynb` every answer sits between a `### BEGIN SOLUTION` line and a
 `### END SOLUTION` line, inside a function body. The exercise copy replaces each region by
 `# YOUR CODE HERE` and `raise NotImplementedError()` at the same indentation and clears outputs.
 
-    python -m minimind_core.checks.notebooks                 # rewrite exercises/ from solutions/
-    python -m minimind_core.checks.notebooks --clean NB...   # strip outputs and widget state
+    python tools/make_exercises.py                 # rewrite exercises/ from solutions/
+    python tools/make_exercises.py --clean NB...   # strip outputs and widget state
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             path.write_text(dumps(clean(json.loads(path.read_text(encoding="utf-8")))), encoding="utf-8")
             print(f"cleaned {path}")
         return 0
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     for p in build(root / "solutions", root / "exercises"):
         print(f"wrote {p.relative_to(root)}")
     return 0
