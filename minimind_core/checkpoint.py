@@ -46,14 +46,9 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 def _quiet_transformers():
     """No progress bars from transformers while a checkpoint is written or read."""
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover
-        pass
-
-
+    hf_logging.disable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,6 +407,6 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 __all__ = ["CheckpointError", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "resolve_model_dir",
-           "load_model", "load_tokenizer_for", "load_model_and_tokenizer", "load_trainer_state", "rng_state", "set_rng_state",
-           "MetricsLog", "read_metrics", "atomic_write_json", "atomic_write_text", "clean_partial",
+           "load_model", "load_tokenizer_for", "load_model_and_tokenizer", "load_trainer_state", "rng_state",
+           "set_rng_state", "MetricsLog", "read_metrics", "atomic_write_json", "atomic_write_text", "clean_partial",
            "is_model_dir", "is_adapter_dir"]

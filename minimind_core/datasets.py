@@ -25,10 +25,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .jsonl import BadLines, DataError, LineIndex, iter_records, normalize_stage
-from .tokenizer import BOS_ID, DEFAULT_SYSTEM, EOS_ID, PAD_ID, render_chat, render_message
+from .chat import render_with_spans
+from .errors import DataError
+from .jsonl import BadLines, LineIndex, check_on_error, example, iter_records
+from .losses import IGNORE_INDEX
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-IGNORE_INDEX = -100
 CACHE_FORMAT = 1
 
 
@@ -183,33 +185,136 @@ def _bounded_imap(pool, func, items, window: int):
 
 
 def _text_chunks(src: Path, on_error: str, report: BadLines, chunk_docs: int, bar):
-    """Lists of up to `chunk_docs` validated texts, streamed; advances `bar` by bytes read."""
-    from .jsonl import _check_on_error, parse_line
+    """Lists of up to `chunk_docs` validated texts, streamed; advances `bar` by the bytes read."""
+    unreported = 0  # bytes read since the bar last moved
 
-    _check_on_error(on_error)
-    buf, nbytes = [], 0
-    with open(src, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            nbytes += len(raw)
-            try:
-                rec = parse_line(raw, "pretrain", src, line_no)
-            except DataError as e:
-                if on_error == "raise":
-                    raise
-                report.add(e)
-                continue
-            if rec is None:
-                report.blank += 1
-                continue
-            buf.append(rec["text"])
-            if len(buf) == chunk_docs:
-                bar.update(nbytes)
-                nbytes = 0
-                yield buf
-                buf = []
-    bar.update(nbytes)
+    def count(n_bytes):
+        nonlocal unreported
+        unreported += n_bytes
+
+    buf = []
+    for _, rec in iter_records(src, "pretrain", on_error=on_error, report=report, progress=count):
+        buf.append(rec["text"])
+        if len(buf) == chunk_docs:
+            bar.update(unreported)
+            unreported = 0
+            yield buf
+            buf = []
+    bar.update(unreported)
     if buf:
         yield buf
+
+
+def _write_tokens(out, chunks, tokenizer, dtype, num_workers: int) -> tuple[int, int]:
+    """Tokenize the text chunks and append every document, as bos + text + eos, to the open
+    file `out`; returns (documents, tokens).
+
+    One worker encodes in this process with the tokenizer's batch encoding, which the Rust library
+    already spreads over all cores; N > 1 workers are processes that each encode whole chunks.
+    """
+    n_docs = n_tokens = 0
+    pool = None
+    try:
+        if num_workers > 1:
+            import multiprocessing as mp
+
+            pool = mp.get_context(_MP_START).Pool(num_workers, initializer=_init_worker,
+                                                  initargs=(_backend(tokenizer).to_str(),))
+            arrays = _bounded_imap(pool, _encode_chunk, ((c, dtype) for c in chunks), window=2 * num_workers)
+        else:
+            backend = _backend(tokenizer)
+            arrays = ((_pack(backend.encode_batch(c, add_special_tokens=False), dtype), len(c)) for c in chunks)
+        for arr, docs in arrays:
+            arr.tofile(out)
+            n_tokens += len(arr)
+            n_docs += docs
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return n_docs, n_tokens
+
+
+def _cache_key(src: Path, tokenizer) -> dict:
+    """What a cache must match to be reused: the cache format, the source file (path, size,
+    mtime), the tokenizer (sha256 of its serialised form) and the token dtype (uint16 when the
+    vocabulary has fewer than 65536 tokens, else uint32)."""
+    st = src.stat()
+    dtype = np.dtype(np.uint16 if _vocab_size(tokenizer) < 65536 else np.uint32)
+    return {
+        "format": CACHE_FORMAT,
+        "source": str(src.resolve()),
+        "source_size": st.st_size,
+        "source_mtime_ns": st.st_mtime_ns,
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+        "dtype": dtype.name,
+    }
+
+
+def _reusable_cache(src: Path, tokens_path: Path, meta_path: Path, key: dict, on_error: str) -> TokenCache | None:
+    """The cache on disk when it matches `key`; None when it must be (re)built. A cache that left
+    bad lines out is not reused with on_error="raise", which must raise on the first of them."""
+    meta = _cache_is_valid(tokens_path, meta_path, key)
+    if meta is not None and not (meta.get("bad_lines", 0) and on_error == "raise"):
+        if meta.get("bad_lines"):
+            print(f"{src}: cached tokens leave out {meta['bad_lines']} bad lines "
+                  f"(first: {meta.get('first_bad_line')})", file=sys.stderr)
+        return TokenCache(tokens_path, meta)
+    if tokens_path.exists() or meta_path.exists():
+        print(f"{src}: source or tokenizer changed since {tokens_path.name} was built; rebuilding",
+              file=sys.stderr)
+    return None
+
+
+def _build_cache(src: Path, tokens_path: Path, meta_path: Path, key: dict, tokenizer, *, num_workers: int,
+                 on_error: str, chunk_docs: int, progress: bool) -> dict:
+    """Tokenize `src` into `tokens_path` and write its meta; returns the meta.
+
+    Both files are written under temporary names and renamed, the meta last, so an interrupted
+    build never leaves a cache that looks complete.
+    """
+    from tqdm.auto import tqdm
+
+    tokens_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_tokens = tokens_path.with_name(f".{tokens_path.name}.{os.getpid()}.tmp")
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    report = BadLines()
+    t0 = time.time()
+    try:
+        with tqdm(total=key["source_size"], unit="B", unit_scale=True, desc=f"tokenizing {src.name}",
+                  mininterval=1.0, disable=not progress) as bar, open(tmp_tokens, "wb") as f:
+            chunks = _text_chunks(src, on_error, report, chunk_docs, bar)
+            n_docs, n_tokens = _write_tokens(f, chunks, tokenizer, np.dtype(key["dtype"]), num_workers)
+            f.flush()
+            os.fsync(f.fileno())
+        if n_docs == 0:
+            raise DataError(src, 0, "no documents; expected at least one line like {\"text\": \"...\"}")
+        meta = {
+            **key,
+            "n_docs": n_docs,
+            "n_tokens": n_tokens,
+            "vocab_size": _vocab_size(tokenizer),
+            "bos_id": BOS_ID,
+            "eos_id": EOS_ID,
+            "document": "bos + text + eos",
+            "bad_lines": report.count,
+            "first_bad_line": report.messages[0] if report.messages else None,
+            "blank_lines": report.blank,
+            "build_seconds": round(time.time() - t0, 2),
+            "num_workers": num_workers,
+        }
+        tmp_meta.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        if meta_path.exists():
+            meta_path.unlink()  # an old meta must never describe the new tokens
+        os.replace(tmp_tokens, tokens_path)
+        os.replace(tmp_meta, meta_path)  # the meta, written last, marks the cache complete
+    finally:
+        for p in (tmp_tokens, tmp_meta):
+            if p.exists():
+                p.unlink()
+    if report.count:
+        print(f"{src}: {report.summary()}", file=sys.stderr)
+    return meta
 
 
 def build_token_cache(jsonl_path, tokenizer, cache_dir=None, num_workers=None, on_error="raise",
@@ -233,91 +338,13 @@ def build_token_cache(jsonl_path, tokenizer, cache_dir=None, num_workers=None, o
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file (download it with `python -m minimind_core data download`)")
     tokens_path, meta_path = cache_paths(src, tokenizer, cache_dir)
-    st = src.stat()
-    vocab = _vocab_size(tokenizer)
-    dtype = np.dtype(np.uint16 if vocab < 65536 else np.uint32)
-    expected = {
-        "format": CACHE_FORMAT,
-        "source": str(src.resolve()),
-        "source_size": st.st_size,
-        "source_mtime_ns": st.st_mtime_ns,
-        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
-        "dtype": dtype.name,
-    }
+    key = _cache_key(src, tokenizer)
     if not rebuild:
-        meta = _cache_is_valid(tokens_path, meta_path, expected)
-        if meta is not None and not (meta.get("bad_lines", 0) and on_error == "raise"):
-            if meta.get("bad_lines"):
-                print(f"{src}: cached tokens leave out {meta['bad_lines']} bad lines "
-                      f"(first: {meta.get('first_bad_line')})", file=sys.stderr)
-            return TokenCache(tokens_path, meta)
-        if tokens_path.exists() or meta_path.exists():
-            print(f"{src}: source or tokenizer changed since {tokens_path.name} was built; rebuilding",
-                  file=sys.stderr)
-
-    tokens_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_tokens = tokens_path.with_name(f".{tokens_path.name}.{os.getpid()}.tmp")
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    report = BadLines()
-    num_workers = int(num_workers or 1)
-    t0 = time.time()
-    n_docs = n_tokens = 0
-    pool = None
-    try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=st.st_size, unit="B", unit_scale=True, desc=f"tokenizing {src.name}",
-                   mininterval=1.0, disable=not progress)
-        chunks = _text_chunks(src, on_error, report, chunk_docs, bar)
-        if num_workers > 1:
-            import multiprocessing as mp
-
-            tok_json = _backend(tokenizer).to_str()
-            pool = mp.get_context(_MP_START).Pool(num_workers, initializer=_init_worker, initargs=(tok_json,))
-            arrays = _bounded_imap(pool, _encode_chunk, ((c, dtype) for c in chunks),
-                                   window=2 * num_workers)
-        else:
-            backend = _backend(tokenizer)
-            arrays = ((_pack(backend.encode_batch(c, add_special_tokens=False), dtype), len(c))
-                      for c in chunks)
-        with open(tmp_tokens, "wb") as f:
-            for arr, docs in arrays:
-                arr.tofile(f)
-                n_tokens += len(arr)
-                n_docs += docs
-            f.flush()
-            os.fsync(f.fileno())
-        bar.close()
-        meta = {
-            **expected,
-            "n_docs": n_docs,
-            "n_tokens": n_tokens,
-            "vocab_size": vocab,
-            "bos_id": BOS_ID,
-            "eos_id": EOS_ID,
-            "document": "bos + text + eos",
-            "bad_lines": report.count,
-            "first_bad_line": report.messages[0] if report.messages else None,
-            "blank_lines": report.blank,
-            "build_seconds": round(time.time() - t0, 2),
-            "num_workers": num_workers,
-        }
-        if n_docs == 0:
-            raise DataError(src, 0, "no documents; expected at least one line like {\"text\": \"...\"}")
-        tmp_meta.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        if meta_path.exists():
-            meta_path.unlink()  # an old meta must never describe the new tokens
-        os.replace(tmp_tokens, tokens_path)
-        os.replace(tmp_meta, meta_path)  # the meta, written last, marks the cache complete
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-        for p in (tmp_tokens, tmp_meta):
-            if p.exists():
-                p.unlink()
-    if report.count:
-        print(f"{src}: {report.summary()}", file=sys.stderr)
+        cache = _reusable_cache(src, tokens_path, meta_path, key, on_error)
+        if cache is not None:
+            return cache
+    meta = _build_cache(src, tokens_path, meta_path, key, tokenizer, num_workers=int(num_workers or 1),
+                        on_error=on_error, chunk_docs=chunk_docs, progress=progress)
     return TokenCache(tokens_path, meta)
 
 
@@ -374,9 +401,7 @@ class _JsonlDataset(Dataset):
     stage = "sft"
 
     def __init__(self, jsonl_path, on_error: str = "raise", scan: bool = True, progress: bool = True):
-        from .jsonl import _check_on_error
-
-        _check_on_error(on_error)
+        check_on_error(on_error)
         self.path = Path(jsonl_path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
@@ -401,8 +426,7 @@ class _JsonlDataset(Dataset):
                 raise ValueError("on_error='skip' needs scan=True (the bad lines must be known up front)")
             self.lines = self.index.nonblank
         if len(self.lines) == 0:
-            raise DataError(self.path, 0, f"no usable records; expected lines like "
-                                          f"{_example(self.stage)}")
+            raise DataError(self.path, 0, f"no usable records; expected lines like {example(self.stage)}")
 
     def _keep(self, line_no: int, rec: dict) -> bool:
         return True
@@ -422,12 +446,6 @@ class _JsonlDataset(Dataset):
     def line_no(self, i: int) -> int:
         """1-based line number of item i in the file."""
         return int(self.lines[i]) + 1
-
-
-def _example(stage):
-    from .jsonl import _EXAMPLES
-
-    return _EXAMPLES[normalize_stage(stage)]
 
 
 class PaddedPretrainDataset(_JsonlDataset):
@@ -468,46 +486,7 @@ class PaddedPretrainDataset(_JsonlDataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# SFT: chat rendering and the loss mask
-
-def _message_text(m: dict) -> str:
-    """The text a message contributes inside its ChatML frame.
-
-    Assistant `reasoning_content` is written before the reply as `<think>\\n...\\n</think>\\n`
-    (the layout of MiniMind's reasoning data) and `tool_calls` after it, one
-    `<tool_call>\\n{json}\\n</tool_call>` each.
-    """
-    content = m.get("content") or ""
-    if m.get("role") == "assistant":
-        reasoning = m.get("reasoning_content")
-        if reasoning:
-            content = f"<think>\n{reasoning}\n</think>\n{content}"
-        for call in m.get("tool_calls") or []:
-            fn = call.get("function", call) if isinstance(call, dict) else call
-            content += f"\n<tool_call>\n{json.dumps(fn, ensure_ascii=False)}\n</tool_call>"
-    return content
-
-
-def render_with_spans(messages: Sequence[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The chat text (exactly `render_chat`'s, default system message included when there is
-    none) and the character spans that are trained: each assistant reply, the `<|im_end|>` that
-    closes it and the newline after that."""
-    msgs = [{"role": m["role"], "content": _message_text(m)} for m in messages]
-    parts, spans, pos = [], [], 0
-    if not msgs or msgs[0]["role"] != "system":
-        parts.append(render_message("system", DEFAULT_SYSTEM))
-        pos = len(parts[0])
-    for m in msgs:
-        piece = render_message(m["role"], m["content"])
-        if m["role"] == "assistant":
-            header = len(f"<|im_start|>{m['role']}\n")
-            spans.append((pos + header, pos + len(piece)))
-        parts.append(piece)
-        pos += len(piece)
-    text = "".join(parts)
-    assert text == render_chat(msgs), "chat rendering disagrees with render_chat"
-    return text, spans
-
+# SFT: the loss mask over the rendered chat (minimind_core.chat)
 
 def encode_conversation(messages: Sequence[dict], tokenizer, max_len: int | None = None
                         ) -> tuple[list[int], list[int]]:

@@ -1,6 +1,7 @@
 """Evaluation (评测): held-out question accuracy and perplexity.
 
-Question accuracy. Each line of an eval file is one question with its answer:
+Question accuracy. Each line of an eval file is one question with its answer (the `eval_qa` schema,
+validated by minimind_core.jsonl like every other data file):
 
     {"conversations": [{"role": "user", "content": Q}, {"role": "assistant", "content": reference}],
      "expected": "Selstead", "choices": ["Selstead", "Brookmere", ...], "kind": "city", "lang": "en"}
@@ -17,17 +18,20 @@ SFT-schema files over the assistant tokens only (the trained tokens of 监督微
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
+from .chat import prompt_ids
+from .datasets import encode_conversation
 from .errors import EvalError
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, render_chat
+from .jsonl import EVAL_QA, detect_stage, iter_records
+from .losses import IGNORE_INDEX
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 # ----------------------------------------------------------------------------------------------
 # the eval file
@@ -44,61 +48,21 @@ class EvalItem:
     line: int = 0
 
 
-EvalFileError = EvalError  # the older name
-
-
-def _iter_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalFileError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise EvalFileError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}")
-            yield lineno, obj
-
-
-def _check_messages(msgs, where: str, field_name: str = "conversations") -> list[dict]:
-    if not isinstance(msgs, list) or not msgs:
-        raise EvalFileError(f"{where}: field '{field_name}' must be a non-empty list of messages")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise EvalFileError(f"{where}: {field_name}[{i}] must be an object with string 'role' and 'content'")
-    return msgs
-
-
 def load_eval_items(path: str | Path, limit: int | None = None) -> list[EvalItem]:
-    """Read and validate an eval file; errors name the file, the line and the field."""
+    """Read an eval file (the eval_qa schema of `minimind_core.jsonl`); a bad line is a DataError
+    naming the file, the line and the field, a file without questions an EvalError."""
     path = Path(path)
     items = []
-    for lineno, obj in _iter_json_lines(path):
-        where = f"{path}:{lineno}"
-        msgs = _check_messages(obj.get("conversations"), where)
-        if msgs[0]["role"] != "user":
-            raise EvalFileError(f"{where}: conversations[0] must be the user's question, "
-                                f"found role {msgs[0]['role']!r}")
-        expected = obj.get("expected")
-        if not isinstance(expected, str) or not expected.strip():
-            raise EvalFileError(f"{where}: field 'expected' must be a non-empty string")
-        choices = obj.get("choices", [])
-        if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
-            raise EvalFileError(f"{where}: field 'choices' must be a list of non-empty strings")
-        for key in ("kind", "lang"):
-            if key in obj and not isinstance(obj[key], str):
-                raise EvalFileError(f"{where}: field '{key}' must be a string")
+    for line_no, obj in iter_records(path, EVAL_QA):
+        msgs = obj["conversations"]
         reference = msgs[1]["content"] if len(msgs) > 1 and msgs[1]["role"] == "assistant" else None
-        items.append(EvalItem(question=msgs[0]["content"], expected=expected, choices=list(choices),
-                              kind=obj.get("kind", ""), lang=obj.get("lang", ""), reference=reference,
-                              line=lineno))
+        items.append(EvalItem(question=msgs[0]["content"], expected=obj["expected"],
+                              choices=list(obj.get("choices", [])), kind=obj.get("kind", ""),
+                              lang=obj.get("lang", ""), reference=reference, line=line_no))
         if limit is not None and len(items) >= limit:
             break
     if not items:
-        raise EvalFileError(f"{path}: no questions")
+        raise EvalError(f"{path}: no questions")
     return items
 
 
@@ -146,12 +110,6 @@ def score_reply(reply: str, expected: str, choices: Sequence[str] = ()) -> bool:
 
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
-
-
-def prompt_ids(tokenizer, question: str) -> list[int]:
-    """Token ids of the chat prompt for one user question (with the generation prompt)."""
-    text = render_chat([{"role": "user", "content": question}], add_generation_prompt=True)
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 @torch.no_grad()
@@ -285,37 +243,6 @@ def qa_accuracy(model, tokenizer, eval_file: str | Path, max_new_tokens: int = 4
 # perplexity
 
 
-def _assistant_targets(tokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
-    """Token ids of a rendered conversation and which of them are assistant targets (the content,
-    the closing <|im_end|> and the newline after it), found through the tokenizer's offsets."""
-    spans = []
-    pos = 0
-    text = render_chat(messages)
-    if not messages or messages[0]["role"] != "system":
-        pos = len(render_chat([]))  # the default system message
-    for m in messages:
-        header = f"<|im_start|>{m['role']}\n"
-        end = pos + len(header) + len(m["content"]) + len("<|im_end|>\n")
-        if m["role"] == "assistant":
-            spans.append((pos + len(header), end))
-        pos = end
-    assert pos == len(text)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    targets = [any(s <= a < e for s, e in spans) for a, _ in offsets]
-    return ids, targets
-
-
-def _file_kind(path: Path) -> str:
-    for lineno, obj in _iter_json_lines(path):
-        if "text" in obj:
-            return "pretrain"
-        if "conversations" in obj:
-            return "sft"
-        raise EvalFileError(f"{path}:{lineno}: expected a 'text' field (pretrain) or 'conversations' (SFT)")
-    raise EvalFileError(f"{path}: empty file")
-
-
 @torch.no_grad()
 def _nll_of_batch(model, ids: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
     from .losses import token_logprobs
@@ -330,31 +257,26 @@ def _pretrain_examples(path: Path, tokenizer, seq_len: int, limit: int | None):
     so every token after the first is predicted exactly once."""
     stream: list[int] = []
     records = 0
-    for lineno, obj in _iter_json_lines(path):
-        text = obj.get("text")
-        if not isinstance(text, str):
-            raise EvalFileError(f"{path}:{lineno}: field 'text' must be a string")
-        stream += [BOS_ID] + tokenizer.encode(text, add_special_tokens=False) + [EOS_ID]
+    for _, obj in iter_records(path, "pretrain"):
+        stream += [BOS_ID] + tokenizer.encode(obj["text"], add_special_tokens=False) + [EOS_ID]
         while len(stream) >= seq_len:
             window = stream[:seq_len]
-            yield window, [-100] + window[1:]
+            yield window, [IGNORE_INDEX] + window[1:]
             stream = stream[seq_len - 1:]
         records += 1
         if limit is not None and records >= limit:
             break
     if len(stream) >= 2:
-        yield stream, [-100] + stream[1:]
+        yield stream, [IGNORE_INDEX] + stream[1:]
 
 
 def _sft_examples(path: Path, tokenizer, seq_len: int, limit: int | None):
-    """Each conversation (truncated to seq_len tokens) with only its assistant tokens as targets."""
+    """Each conversation (truncated to seq_len tokens) with only its assistant tokens as targets,
+    masked exactly as supervised fine-tuning masks them (datasets.encode_conversation)."""
     records = 0
-    for lineno, obj in _iter_json_lines(path):
-        msgs = _check_messages(obj.get("conversations"), f"{path}:{lineno}")
-        ids, targets = _assistant_targets(tokenizer, msgs)
-        ids, targets = ids[:seq_len], targets[:seq_len]
-        labels = [t if keep else -100 for t, keep in zip(ids, targets)]
-        if any(lab != -100 for lab in labels[1:]):
+    for _, obj in iter_records(path, "sft"):
+        ids, labels = encode_conversation(obj["conversations"], tokenizer, seq_len)
+        if any(lab != IGNORE_INDEX for lab in labels[1:]):
             yield ids, labels
         records += 1
         if limit is not None and records >= limit:
@@ -377,7 +299,10 @@ def perplexity(model, tokenizer, jsonl_file: str | Path, seq_len: int = 256, max
         raise ValueError(f"seq_len must be at least 2, got {seq_len}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    kind = _file_kind(path)
+    kind = detect_stage(path)
+    if kind == "dpo":
+        raise EvalError(f'{path}: perplexity needs pretrain ("text") or SFT ("conversations") records, '
+                        "not DPO pairs")
     examples = (_pretrain_examples if kind == "pretrain" else _sft_examples)(path, tokenizer, seq_len, limit)
     was_training = model.training
     model.eval()
@@ -394,14 +319,14 @@ def perplexity(model, tokenizer, jsonl_file: str | Path, seq_len: int = 256, max
         longest = max(len(x) for x, _ in batch)
         # right padding: with causal attention the real tokens never see the padding
         ids = torch.full((len(batch), longest), PAD_ID, dtype=torch.long)
-        labels = torch.full((len(batch), longest), -100, dtype=torch.long)
+        labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
         for r, (x, y) in enumerate(batch):
             ids[r, :len(x)] = torch.tensor(x)
             labels[r, :len(y)] = torch.tensor(y)
-        labels[:, 0] = -100          # nothing predicts the first token
+        labels[:, 0] = IGNORE_INDEX  # nothing predicts the first token
         if max_tokens is not None:   # drop the targets beyond the token budget
-            counted = (labels != -100).flatten().cumsum(0).view_as(labels)
-            labels[counted > max_tokens - total_n] = -100
+            counted = (labels != IGNORE_INDEX).flatten().cumsum(0).view_as(labels)
+            labels[counted > max_tokens - total_n] = IGNORE_INDEX
         nll, n = _nll_of_batch(model, ids.to(device), labels.to(device))
         total_nll += nll
         total_n += n
@@ -424,6 +349,6 @@ def perplexity(model, tokenizer, jsonl_file: str | Path, seq_len: int = 256, max
         if bar is not None:
             bar.close()
     if total_n == 0:
-        raise EvalFileError(f"{path}: no tokens to score")
+        raise EvalError(f"{path}: no tokens to score")
     mean = total_nll / total_n
     return math.exp(mean), mean, total_n

@@ -13,7 +13,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .tokenizer import EOS_ID, render_chat
+from .chat import prompt_ids
+from .tokenizer import EOS_ID
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -120,11 +121,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 256, **kwargs
 
 
 def chat_prompt_ids(tokenizer, messages: str | Sequence[dict]) -> torch.Tensor:
-    """Token ids [1, seq] of `messages` (or one user message) with the generation prompt."""
-    if isinstance(messages, str):
-        messages = [{"role": "user", "content": messages}]
-    text = render_chat(list(messages), add_generation_prompt=True)
-    return torch.tensor([tokenizer.encode(text, add_special_tokens=False)], dtype=torch.long)
+    """Token ids [1, seq] of `messages` (or one user message) with the generation prompt
+    (`chat.prompt_ids` as a batch of one)."""
+    return torch.tensor([prompt_ids(tokenizer, messages)], dtype=torch.long)
 
 
 def pretrain_prompt_ids(tokenizer, text: str) -> torch.Tensor:

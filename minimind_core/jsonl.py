@@ -10,6 +10,7 @@ Schemas (see data/README.md):
     pretrain            {"text": "..."}
     sft, lora, distill  {"conversations": [{"role": "user", "content": "..."}, ...]}
     dpo                 {"chosen": [messages...], "rejected": [messages...]}
+    eval_qa             {"conversations": [question, reference...], "expected": "...", "choices": [...]}
 
 A message is {"role": system|user|assistant|tool, "content": str}; assistant messages may also
 carry "reasoning_content" (str) and "tool_calls" (list). A conversation needs at least one
@@ -28,30 +29,37 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import DataError
 
 ROLES = ("system", "user", "assistant", "tool")
 STAGES = ("pretrain", "sft", "dpo")
 STAGE_ALIASES = {"lora": "sft", "distill": "sft"}  # LoRA and distillation files use the SFT schema
+EVAL_QA = "eval_qa"  # held-out questions with their answers (minimind_core.evaluate)
+SCHEMAS = STAGES + (EVAL_QA,)
 
 _EXAMPLES = {
     "pretrain": '{"text": "..."}',
     "sft": '{"conversations": [{"role": "user", "content": "..."}, '
            '{"role": "assistant", "content": "..."}]}',
     "dpo": '{"chosen": [messages...], "rejected": [messages...]}',
+    "eval_qa": '{"conversations": [{"role": "user", "content": "..."}], "expected": "...", '
+               '"choices": ["...", ...]}',
 }
 
 
-
-
 def normalize_stage(stage: str) -> str:
-    """pretrain | sft | dpo; lora and distill map to sft."""
+    """pretrain | sft | dpo | eval_qa; lora and distill map to sft."""
     s = STAGE_ALIASES.get(stage, stage)
-    if s not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of pretrain, sft, dpo, lora, distill")
+    if s not in SCHEMAS:
+        raise ValueError(f"unknown stage {stage!r}; expected one of pretrain, sft, dpo, lora, distill, eval_qa")
     return s
+
+
+def example(stage: str) -> str:
+    """A one-line example record of `stage`'s schema, for error messages."""
+    return _EXAMPLES[normalize_stage(stage)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,12 +137,58 @@ def validate_record(obj, stage: str) -> dict:
         if "conversations" not in obj:
             raise _Bad('"conversations"', f"missing; expected {_EXAMPLES[stage]}")
         _check_messages(obj["conversations"], '"conversations"')
-    else:
+    elif stage == "dpo":
         for key in ("chosen", "rejected"):
             if key not in obj:
                 raise _Bad(f'"{key}"', f"missing; expected {_EXAMPLES[stage]}")
             _check_messages(obj[key], f'"{key}"')
+    else:
+        _check_eval_item(obj)
     return obj
+
+
+def _check_eval_item(obj: dict) -> None:
+    """An eval_qa record: the question first (a user message, maybe followed by a reference
+    answer), the `expected` answer and the other `choices` a reply must not name."""
+    if "conversations" not in obj:
+        raise _Bad('"conversations"', f"missing; expected {_EXAMPLES[EVAL_QA]}")
+    msgs = obj["conversations"]
+    _check_messages(msgs, '"conversations"', need_assistant=False)
+    if msgs[0]["role"] != "user":
+        raise _Bad('"conversations"[0].role',
+                   f"expected the question as a user message first, got {msgs[0]['role']!r}")
+    if "expected" not in obj:
+        raise _Bad('"expected"', "missing; expected the correct answer as a non-empty string")
+    _check_answer(obj["expected"], '"expected"')
+    choices = obj.get("choices", [])
+    if not isinstance(choices, list):
+        raise _Bad('"choices"', f"expected an array of strings, got {_type_name(choices)}")
+    for i, c in enumerate(choices):
+        _check_answer(c, f'"choices"[{i}]')
+    for key in ("kind", "lang"):
+        if key in obj and not isinstance(obj[key], str):
+            raise _Bad(f'"{key}"', f"expected a string, got {_type_name(obj[key])}")
+
+
+def _check_answer(value, field: str) -> None:
+    if not isinstance(value, str):
+        raise _Bad(field, f"expected a non-empty string, got {_type_name(value)}")
+    if not value.strip():
+        raise _Bad(field, "empty; expected a non-empty string")
+
+
+def _decode(raw: bytes, path, line_no: int):
+    """The JSON value of one non-blank raw line; DataError for bad UTF-8 or malformed JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, line_no, f"invalid UTF-8 at byte {e.start} of the line "
+                                       f"({raw[e.start:e.start + 4]!r}); expected UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, line_no, f"malformed JSON: {e.msg} (column {e.colno}); "
+                                       f"expected one JSON object per line") from None
 
 
 def parse_line(raw: bytes, stage: str, path, line_no: int):
@@ -144,20 +198,28 @@ def parse_line(raw: bytes, stage: str, path, line_no: int):
     """
     if not raw.strip():
         return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(path, line_no, f"invalid UTF-8 at byte {e.start} of the line "
-                                       f"({raw[e.start:e.start + 4]!r}); expected UTF-8 text") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(path, line_no, f"malformed JSON: {e.msg} (column {e.colno}); "
-                                       f"expected one JSON object per line") from None
+    obj = _decode(raw, path, line_no)
     try:
         return validate_record(obj, stage)
     except _Bad as b:
         raise DataError(path, line_no, b.reason, b.field) from None
+
+
+def detect_stage(path) -> str:
+    """The schema of a data file, from its first record: "pretrain" ({"text"}), "sft"
+    ({"conversations"}) or "dpo" ({"chosen", "rejected"}); a DataError when it is none of them."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            obj = _decode(raw, path, line_no)
+            if isinstance(obj, dict):
+                for key, stage in (("text", "pretrain"), ("conversations", "sft"), ("chosen", "dpo")):
+                    if key in obj:
+                        return stage
+            raise DataError(path, line_no, 'expected a "text" field (pretrain), "conversations" (sft) or '
+                                           '"chosen" and "rejected" (dpo)')
+    raise DataError(path, 0, "empty file; expected one JSON object per line")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,36 +254,40 @@ class BadLines:
         return f"BadLines(count={self.count}, blank={self.blank}, first={self.messages[:1]})"
 
 
-def _check_on_error(on_error: str):
+def check_on_error(on_error: str) -> None:
+    """Reject an `on_error` other than "raise" or "skip" before any line is read."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
-def iter_records(path, stage: str, on_error: str = "raise",
-                 report: BadLines | None = None) -> Iterator[tuple[int, dict]]:
+def iter_records(path, stage: str, on_error: str = "raise", report: BadLines | None = None,
+                 progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (line_no, record) for every valid line of a JSONL file, streaming.
 
-    `stage`: pretrain | sft | dpo (lora and distill use sft). `on_error="raise"` raises the first
-    DataError; `"skip"` leaves bad lines out and counts them in `report` (a BadLines), so that
-    the caller can print `report.summary()` (without a `report`, the summary is printed to stderr
-    when the file is done). Blank lines are skipped and counted in `report.blank`.
+    `stage`: pretrain | sft | dpo | eval_qa (lora and distill use sft). `on_error="raise"` raises
+    the first DataError; `"skip"` leaves bad lines out and counts them in `report` (a BadLines),
+    so that the caller can print `report.summary()` (without a `report`, the summary is printed
+    to stderr when the file is done). Blank lines are skipped and counted in `report.blank`.
+    `progress`, when given, is called with the size in bytes of every line read (a progress bar).
     """
-    _check_on_error(on_error)
+    check_on_error(on_error)
     stage = normalize_stage(stage)
     path = Path(path)
     own_report = report is None
     if own_report:  # nobody will read the counts: print them at the end instead
         report = BadLines()
-    yield from _iter_lines(path, stage, on_error, report)
+    yield from _iter_lines(path, stage, on_error, report, progress)
     if own_report and report.count:
         import sys
 
         print(f"{path}: {report.summary()}", file=sys.stderr)
 
 
-def _iter_lines(path: Path, stage: str, on_error: str, report: BadLines):
+def _iter_lines(path: Path, stage: str, on_error: str, report: BadLines, progress):
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if progress is not None:
+                progress(len(raw))
             try:
                 rec = parse_line(raw, stage, path, line_no)
             except DataError as e:

@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizer training and loading, and MiniMind's ChatML chat format.
+"""Byte-level BPE tokenizer training and loading.
 
 The tokenizer is a Hugging Face `tokenizers` BPE model over bytes (no normaliser, ByteLevel
 pre-tokenizer without prefix space, no automatic BOS/EOS) saved as a tokenizer folder that
@@ -7,44 +7,18 @@ pre-tokenizer without prefix space, no automatic BOS/EOS) saved as a tokenizer f
     0 <|endoftext|>   padding and unknown
     1 <|im_start|>    begins a chat message (bos)
     2 <|im_end|>      ends a chat message (eos)
+
+Every tokenizer carries the chat template of `minimind_core.chat`, where the chat format lives.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
+
+from .chat import CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-DEFAULT_SYSTEM = "You are a helpful assistant"
-GENERATION_PROMPT = "<|im_start|>assistant\n"
-
-# ChatML. The string literals use Jinja escapes so that no template whitespace leaks in.
-CHAT_TEMPLATE = (
-    "{%- if not messages or messages[0]['role'] != 'system' -%}"
-    "{{ '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
-
-
-def render_message(role: str, content: str) -> str:
-    """One ChatML message: `<|im_start|>{role}\\n{content}<|im_end|>\\n`."""
-    return f"<|im_start|>{role}\n{content}<|im_end|>\n"
-
-
-def render_chat(messages: Sequence[dict], add_generation_prompt: bool = False,
-                default_system: str | None = DEFAULT_SYSTEM) -> str:
-    """The chat template in plain Python (the same text as `tokenizer.apply_chat_template`)."""
-    parts = []
-    if default_system is not None and (not messages or messages[0]["role"] != "system"):
-        parts.append(render_message("system", default_system))
-    parts += [render_message(m["role"], m["content"]) for m in messages]
-    if add_generation_prompt:
-        parts.append(GENERATION_PROMPT)
-    return "".join(parts)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None,

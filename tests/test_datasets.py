@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from minimind_core.datasets import (IGNORE_INDEX, DPODataset, PackedDataset, PaddedPretrainDataset,
-                                    SFTDataset, build_token_cache, cache_paths, collate_dpo,
-                                    collate_pad, encode_conversation, encode_dpo_pair, encode_text,
-                                    render_with_spans)
-from minimind_core.jsonl import DataError
-from minimind_core.tokenizer import BOS_ID, DEFAULT_SYSTEM, EOS_ID, PAD_ID, render_chat, train_tokenizer
+from minimind_core.chat import DEFAULT_SYSTEM, render_chat, render_with_spans
+from minimind_core.datasets import (DPODataset, PackedDataset, PaddedPretrainDataset, SFTDataset,
+                                    build_token_cache, cache_paths, collate_dpo, collate_pad,
+                                    encode_conversation, encode_dpo_pair, encode_text)
+from minimind_core.errors import DataError
+from minimind_core.losses import IGNORE_INDEX
+from minimind_core.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
 
 EN = ("the cat sat on the mat and the dog ran to the park where children play every day "
       "learning a language model needs data and patience").split()

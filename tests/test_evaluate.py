@@ -9,15 +9,15 @@ import torch.nn as nn
 
 from conftest import small_config
 from minimind_core import MiniMindForCausalLM
+from minimind_core.chat import prompt_ids
+from minimind_core.datasets import encode_conversation
+from minimind_core.errors import DataError, EvalError
 from minimind_core.evaluate import (
-    EvalFileError,
     QARow,
-    _assistant_targets,
     greedy_replies,
     greedy_token_ids,
     load_eval_items,
     perplexity,
-    prompt_ids,
     qa_accuracy,
     score_reply,
     summarise,
@@ -116,15 +116,18 @@ def test_load_eval_items_errors(tmp_path):
     obj = json.loads(lines[1])
     del obj["expected"]
     bad.write_text("\n".join([lines[0], json.dumps(obj)]) + "\n", encoding="utf-8")
-    with pytest.raises(EvalFileError, match=r"bad.jsonl:2: field 'expected'"):
+    with pytest.raises(DataError, match=r'bad.jsonl:2: field "expected": missing'):
         load_eval_items(bad)
     bad.write_text(lines[0] + "\n{not json\n", encoding="utf-8")
-    with pytest.raises(EvalFileError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: malformed JSON"):
         load_eval_items(bad)
     obj = json.loads(lines[0])
     obj["conversations"][0]["role"] = "assistant"
     bad.write_text(json.dumps(obj) + "\n", encoding="utf-8")
-    with pytest.raises(EvalFileError, match=r"bad.jsonl:1: conversations\[0\] must be the user's question"):
+    with pytest.raises(DataError, match=r'bad.jsonl:1: field "conversations"\[0\].role: expected the question'):
+        load_eval_items(bad)
+    bad.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(EvalError, match=r"bad.jsonl: no questions"):
         load_eval_items(bad)
 
 
@@ -247,7 +250,8 @@ def test_perplexity_sft_scores_assistant_tokens_only(tmp_path, tok, rand_model):
     path = write_jsonl(tmp_path / "sft.jsonl", [{"conversations": c} for c in convs])
     total_loss, total_n = 0.0, 0
     for c in convs:
-        ids, targets = _assistant_targets(tok, c)
+        ids, labels = encode_conversation(c, tok)
+        targets = [lab != -100 for lab in labels]
         picked = tok.decode([t for t, k in zip(ids, targets) if k])
         want = "".join(m["content"] + "<|im_end|>\n" for m in c if m["role"] == "assistant")
         assert picked == want
@@ -264,10 +268,13 @@ def test_perplexity_sft_scores_assistant_tokens_only(tmp_path, tok, rand_model):
 
 def test_perplexity_bad_file(tmp_path, tok, rand_model):
     path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "hi"}])
-    with pytest.raises(EvalFileError, match=r"x.jsonl:1: expected a 'text' field"):
+    with pytest.raises(DataError, match=r'x.jsonl:1: expected a "text" field'):
         perplexity(rand_model, tok, path)
     path = write_jsonl(tmp_path / "y.jsonl", [{"text": "hi there"}, {"text": 3}])
-    with pytest.raises(EvalFileError, match=r"y.jsonl:2: field 'text'"):
+    with pytest.raises(DataError, match=r'y.jsonl:2: field "text": expected a string'):
+        perplexity(rand_model, tok, path)
+    path = write_jsonl(tmp_path / "z.jsonl", [{"chosen": [], "rejected": []}])
+    with pytest.raises(EvalError, match=r"z.jsonl: perplexity needs pretrain"):
         perplexity(rand_model, tok, path)
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from minimind_core.cli import main
-from minimind_core.jsonl import (BadLines, DataError, LineIndex, check_file, iter_records,
-                                 parse_line)
+from minimind_core.errors import DataError
+from minimind_core.jsonl import BadLines, LineIndex, check_file, detect_stage, iter_records, parse_line
 
 GOOD_SFT = {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
@@ -145,6 +145,54 @@ def test_skip_counts_and_summary(tmp_path, capsys):
     assert f"{path}: skipped 6 bad lines (first: {path}:2: malformed JSON" in capsys.readouterr().err
     n_good, errors = check_file(path, "pretrain", max_errors=2)
     assert n_good == 3 and len(errors) == 2 and ":3: field \"text\"" in errors[1]
+
+
+EVAL_ITEM = {"conversations": [{"role": "user", "content": "Where does Mira live?"},
+                               {"role": "assistant", "content": "In Selstead."}],
+             "expected": "Selstead", "choices": ["Selstead", "Brookmere"], "kind": "city", "lang": "en"}
+
+
+@pytest.mark.parametrize("change, field, words", [
+    (dict(expected=None), '"expected"', "expected a non-empty string, got null"),
+    (dict(expected="  "), '"expected"', "empty; expected a non-empty string"),
+    (dict(choices="Selstead"), '"choices"', "expected an array of strings, got string"),
+    (dict(choices=["Selstead", ""]), '"choices"[1]', "empty; expected a non-empty string"),
+    (dict(choices=["Selstead", 4]), '"choices"[1]', "expected a non-empty string, got integer"),
+    (dict(lang=3), '"lang"', "expected a string, got integer"),
+    (dict(conversations=[{"role": "assistant", "content": "x"}]), '"conversations"[0].role',
+     "expected the question as a user message first, got 'assistant'"),
+    (dict(conversations=[{"role": "user", "content": ""}]), '"conversations"[0].content', "empty"),
+])
+def test_eval_qa_schema_names_the_field(tmp_path, change, field, words):
+    good = write_lines(tmp_path / "ok.jsonl", [EVAL_ITEM, {**EVAL_ITEM, "conversations": EVAL_ITEM["conversations"][:1]}])
+    assert [n for n, _ in iter_records(good, "eval_qa")] == [1, 2]   # a reference answer is optional
+    path = write_lines(tmp_path / "bad.jsonl", [EVAL_ITEM, {**EVAL_ITEM, **change}])
+    err = first_error(path, "eval_qa")
+    assert (err.line, err.field) == (2, field) and words in str(err)
+    assert str(err).startswith(f"{path}:2: field {field}: ")
+    missing = dict(EVAL_ITEM)
+    del missing["expected"]
+    assert first_error(write_lines(tmp_path / "m.jsonl", [missing]), "eval_qa").reason.startswith("missing")
+
+
+def test_detect_stage_reads_the_first_record(tmp_path):
+    assert detect_stage(write_lines(tmp_path / "p.jsonl", ["", {"text": "a"}, {"conversations": []}])) == "pretrain"
+    assert detect_stage(write_lines(tmp_path / "s.jsonl", [GOOD_SFT])) == "sft"
+    assert detect_stage(write_lines(tmp_path / "d.jsonl", [{"chosen": [], "rejected": []}])) == "dpo"
+    with pytest.raises(DataError, match=r'x.jsonl:2: expected a "text" field \(pretrain\)'):
+        detect_stage(write_lines(tmp_path / "x.jsonl", ["  ", {"prompt": "hi"}]))
+    with pytest.raises(DataError, match=r"y.jsonl:1: malformed JSON"):
+        detect_stage(write_lines(tmp_path / "y.jsonl", ["{"]))
+    (tmp_path / "e.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"e.jsonl: empty file"):
+        detect_stage(tmp_path / "e.jsonl")
+
+
+def test_progress_sees_every_byte(tmp_path):
+    path = write_lines(tmp_path / "p.jsonl", [{"text": "a"}, "", "{", {"text": "bé"}])
+    seen = []
+    got = list(iter_records(path, "pretrain", on_error="skip", report=BadLines(), progress=seen.append))
+    assert len(got) == 2 and len(seen) == 4 and sum(seen) == path.stat().st_size
 
 
 def test_parse_line_direct():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from minimind_core.tokenizer import (CHAT_TEMPLATE, SPECIAL_TOKENS, load_tokenizer, render_chat,
-                                     train_tokenizer)
+from minimind_core.chat import CHAT_TEMPLATE, prompt_ids, render_chat
+from minimind_core.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 
 TEXTS = ["今天天气很好，我们去公园散步吧。", "The quick brown fox jumps over the lazy dog.",
          "机器学习是人工智能的一个分支。", "Language models predict the next token."] * 30
@@ -51,6 +51,14 @@ def test_chat_template_matches_render_chat(tok_dir):
     with_system = [{"role": "system", "content": "Be brief."}] + conv[:1]
     assert tok.apply_chat_template(with_system, tokenize=False) == render_chat(with_system)
     assert "helpful assistant" not in render_chat(with_system)
+
+
+def test_prompt_ids_are_the_templated_prompt(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    conv = [{"role": "user", "content": "你是谁？"}]
+    want = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert prompt_ids(tok, conv) == prompt_ids(tok, "你是谁？") == tok.encode(want, add_special_tokens=False)
+    assert tok.decode(prompt_ids(tok, conv)).endswith("你是谁？<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_training_is_deterministic(tmp_path):

@@ -6,7 +6,7 @@
     checks.check_masked_cross_entropy(masked_cross_entropy) # masked_cross_entropy(logits, labels) -> scalar tensor
     checks.check_dpo_loss(dpo_loss)                         # stretch: dpo_loss(pc, pr, rc, rr, beta) -> scalar tensor
 
-They compare with `minimind_core.tokenizer.render_chat`, `minimind_core.datasets.encode_conversation`
+They compare with `minimind_core.chat.render_chat`, `minimind_core.datasets.encode_conversation`
 (token by token), the model's own loss and `minimind_core.losses.dpo_loss`.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..tokenizer import render_chat as _render_chat
+from ..chat import render_chat as _render_chat
 from . import CheckFailed, call_learner, check, expect_equal, expect_tensor
 
 IGNORE_INDEX = -100

@@ -17,7 +17,7 @@ def add_parsers(sub) -> None:
 
     c = dsub.add_parser("check", help="validate a JSONL file against a stage's schema")
     c.add_argument("file")
-    c.add_argument("--stage", required=True, choices=["pretrain", "sft", "dpo"])
+    c.add_argument("--stage", required=True, choices=["pretrain", "sft", "dpo", "eval_qa"])
     c.add_argument("--max-errors", type=int, default=20, help="stop listing after this many bad lines")
     c.set_defaults(handler=run_check)
 
