@@ -42,7 +42,7 @@ def main(argv=None):
     from minimind_core.datasets import PackedDataset, PaddedPretrainDataset, build_token_cache
     from minimind_core.profiles import SAMPLE_DIR, get_profile
     from minimind_core.tokenizer import load_tokenizer
-    from minimind_core.train import token_ce_sum
+    from minimind_core.losses import token_ce_sum
 
     args = parse_args(argv)
     prof = get_profile(args.profile)

@@ -210,6 +210,28 @@ def _retire(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def retire_checkpoints(run_dir: str | Path) -> None:
+    """Remove every complete checkpoint of a run folder (a run started over with --overwrite)."""
+    for c in list_checkpoints(run_dir):
+        _retire(c)
+
+
+def run_status(run_dir: str | Path) -> tuple[str, Path | None]:
+    """("complete" | "unfinished" | "empty", the newest checkpoint or None) of a run folder.
+
+    A run is complete when its newest checkpoint reached the step count its run planned
+    (checkpoint.json's total_steps; a checkpoint that does not record it counts as complete).
+    A folder without a complete checkpoint is "empty": a run there starts from the beginning.
+    """
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return "empty", None
+    info = read_json(latest / CHECKPOINT_INFO)
+    total = info.get("total_steps")
+    done = total is None or int(info.get("step", 0)) >= int(total)
+    return ("complete" if done else "unfinished"), latest
+
+
 def clean_partial(run_dir: str | Path) -> None:
     """Delete leftovers of interrupted saves (hidden .tmp-/.trash- folders)."""
     root = Path(run_dir) / CHECKPOINTS
@@ -409,4 +431,4 @@ def read_metrics(path: str | Path) -> list[dict]:
 __all__ = ["CheckpointError", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "resolve_model_dir",
            "load_model", "load_tokenizer_for", "load_model_and_tokenizer", "load_trainer_state", "rng_state",
            "set_rng_state", "MetricsLog", "read_metrics", "atomic_write_json", "atomic_write_text", "clean_partial",
-           "is_model_dir", "is_adapter_dir"]
+           "retire_checkpoints", "run_status", "is_model_dir", "is_adapter_dir"]

@@ -1,17 +1,20 @@
 """What the lessons need from earlier lessons, made on demand.
 
 Every notebook can be opened first: when it needs a checkpoint an earlier lesson makes (say the
-pretrained model for the attention maps of lesson 03) and there is none for the current profile,
-it says so and trains one here, prerequisites first. In the `full` profile, when MiniMind's data
-files are missing, it says how to fetch them and stops.
+pretrained model for the attention maps of lesson 03) and the current profile has no finished
+run of that stage, `load_stage` and `checkpoint_or_train` say so in one line and train it,
+prerequisites first. Nothing is thrown away on the way: an unfinished run is resumed from its
+newest checkpoint, a finished one is reused. In the `full` profile, when MiniMind's data files
+are missing, they say how to fetch them and stop.
 
     from minimind_core.course import load_stage
-    model, tokenizer = load_stage("pretrain")      # runs/<profile>/pretrain, trained if missing
+    model, tokenizer = load_stage("pretrain")      # runs/<profile>/pretrain; trains it if unfinished
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import CheckpointError
 from .profiles import Profile, get_profile
 
 # which `data download` name provides each of the full profile's files
@@ -74,34 +77,63 @@ def checkpoint_of(stage: str, profile=None) -> Path | None:
     return latest_checkpoint(_profile(profile).run_dir(stage))
 
 
-def require_checkpoint(stage: str, profile=None, **train_overrides) -> Path:
-    """The newest checkpoint of runs/<profile>/<stage>, training it (and what it starts from) if missing."""
+def checkpoint_or_train(stage: str, profile=None, **train_overrides) -> Path:
+    """The checkpoint of the profile's finished `stage` run, TRAINING it first when there is none.
+
+    A finished run (runs/<profile>/<stage>) is reused. Otherwise one line says what happens and
+    the stage is trained with its recipe, after what it starts from: an unfinished run is resumed
+    from its newest checkpoint, an empty folder starts from the beginning; nothing is overwritten.
+    """
+    from .checkpoint import run_status
     from .train import train
 
     prof = _profile(profile)
-    found = checkpoint_of(stage, prof)
-    if found is not None:
-        return found
+    run_dir = prof.run_dir(stage)
+    status, latest = run_status(run_dir)
+    if status == "complete":
+        return latest
+    if status == "unfinished":
+        print(f"The '{stage}' run of the {prof.name} profile in {run_dir} is unfinished (newest checkpoint "
+              f"{latest.name}): resuming it now (the {stage} lesson makes the same run).")
+    else:
+        print(f"No '{stage}' checkpoint for the {prof.name} profile in {run_dir}: "
+              f"training one now (the {stage} lesson makes the same run).")
     recipe = prof.stage(stage)
-    print(f"No '{stage}' checkpoint for the {prof.name} profile in {prof.run_dir(stage)}: "
-          f"training one now (the {stage} lesson makes the same run).")
     require_tokenizer(prof)
     require_data(recipe.data)
-    if recipe.init:
-        require_checkpoint(recipe.init, prof)
-    if stage == "distill":
-        require_checkpoint("sft", prof)
-    # the run folder may hold an unfinished run without a complete checkpoint: nothing to keep there
-    train_overrides.setdefault("overwrite", True)
-    result = train(stage, profile=prof, **train_overrides)
+    for needed in _prerequisites(stage, recipe):
+        checkpoint_or_train(needed, prof)
+    result = train(stage, profile=prof, **{"resume": True, **train_overrides})
     return result.checkpoint
 
 
-def load_stage(stage: str, profile=None, device: str | None = None):
-    """(model, tokenizer) of the profile's `stage` checkpoint, trained first if missing.
+def _prerequisites(stage: str, recipe) -> list[str]:
+    """The stages whose models `stage` starts from (its init; distillation's teacher too)."""
+    needed = [recipe.init] if recipe.init else []
+    if stage == "distill" and "sft" not in needed:
+        needed.append("sft")
+    return needed
 
+
+def load_stage(stage: str, profile=None, device: str | None = None, *, train_missing: bool = True):
+    """(model, tokenizer) of the profile's `stage` run, which is TRAINED first when unfinished.
+
+    See `checkpoint_or_train`: the training is announced in one line and resumes what is there.
+    With `train_missing=False` an unfinished or missing run raises CheckpointError instead.
     The model is in eval mode, on `device` (default: CUDA when available).
     """
     from .checkpoint import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(require_checkpoint(stage, profile), device=device)
+    path = checkpoint_or_train(stage, profile) if train_missing else _finished_checkpoint(stage, _profile(profile))
+    return load_model_and_tokenizer(path, device=device)
+
+
+def _finished_checkpoint(stage: str, prof: Profile) -> Path:
+    from .checkpoint import run_status
+
+    status, latest = run_status(prof.run_dir(stage))
+    if status != "complete":
+        raise CheckpointError(f"{prof.run_dir(stage)}: no finished '{stage}' run of the {prof.name} profile "
+                              f"({status}); train it (python -m minimind_core train {stage} --profile {prof.name} "
+                              "--resume) or pass train_missing=True")
+    return latest

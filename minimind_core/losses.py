@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .train.config import DistillKnobs
+
 IGNORE_INDEX = -100  # label of a position that is not trained (prompt, role header, padding)
 
 
@@ -114,14 +116,16 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                 alpha: float = 0.5, temperature: float = 1.5, return_parts: bool = False):
+                 alpha: float = DistillKnobs.alpha, temperature: float = DistillKnobs.temperature,
+                 return_parts: bool = False):
     """Knowledge-distillation loss over the trained positions:
 
         L = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
 
     CE and KL are both averaged over the positions whose (shifted) label is not -100; the KL at a
     position is summed over the vocabulary. The T^2 factor keeps the gradient size of the soft
-    term independent of T. The teacher gets no gradient. Returns the loss tensor, or
+    term independent of T (the defaults are the distill stage's, train.config.DistillKnobs). The
+    teacher gets no gradient. Returns the loss tensor, or
     `(loss, {"ce": float, "kl": float})` with `return_parts=True`.
     """
     if not 0.0 <= alpha <= 1.0:

@@ -10,18 +10,23 @@ every training stage's recipe. Unset, it is `full` where CUDA is available and `
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .paths import DATA_DIR, PROJECT_DIR, RUNS_DIR, SAMPLE_DIR
+from .train.config import DistillKnobs, DPOKnobs, LoRAKnobs, SFTKnobs
 
 PROFILE_NAMES = ("smoke", "tiny", "full")
 STAGES = ("pretrain", "sft", "lora", "dpo", "distill")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageRecipe:
-    """Defaults of one training stage. `max_steps` (optimizer steps) wins over `epochs` when set."""
+    """One stage's defaults in a profile. `max_steps` (optimizer steps) wins over `epochs` when set.
+
+    The fields are TrainConfig's schedule options (train/config.py explains each); `init` names
+    the stage whose run this one starts from, and the knobs hold the stage's own settings.
+    """
 
     data: Path
     epochs: int
@@ -34,7 +39,10 @@ class StageRecipe:
     log_every: int = 10
     save_every: int = 0
     init: str | None = None          # the stage whose checkpoint this stage starts from
-    extra: dict = field(default_factory=dict)  # stage-specific knobs (LoRA rank, DPO beta, ...)
+    sft: SFTKnobs = field(default_factory=SFTKnobs)
+    lora: LoRAKnobs = field(default_factory=LoRAKnobs)
+    dpo: DPOKnobs = field(default_factory=DPOKnobs)
+    distill: DistillKnobs = field(default_factory=DistillKnobs)
 
 
 @dataclass(frozen=True)
@@ -75,15 +83,17 @@ _SMOKE = Profile(
     tokenizer=_sample("tokenizer"),
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
-        "pretrain": StageRecipe(_sample("pretrain.jsonl"), 1, 8, 1, 3e-3, 128, max_steps=30, log_every=5),
-        "sft": StageRecipe(_sample("sft.jsonl"), 1, 8, 1, 1e-3, 128, max_steps=20, log_every=5, init="pretrain"),
-        "lora": StageRecipe(_sample("lora.jsonl"), 1, 8, 1, 3e-3, 128, max_steps=20, log_every=5, init="sft",
-                            extra=dict(rank=8, alpha=16)),
-        "dpo": StageRecipe(_sample("dpo.jsonl"), 1, 4, 1, 1e-4, 128, max_steps=10, log_every=5, init="sft",
-                           extra=dict(beta=0.1)),
-        "distill": StageRecipe(_sample("sft.jsonl"), 1, 8, 1, 1e-3, 128, max_steps=10, log_every=5,
-                               extra=dict(alpha=0.5, temperature=1.5, teacher="sft",
-                                          student=dict(num_hidden_layers=1))),
+        "pretrain": StageRecipe(data=_sample("pretrain.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3,
+                                seq_len=128, max_steps=30, log_every=5),
+        "sft": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
+                           max_steps=20, log_every=5, init="pretrain"),
+        "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3, seq_len=128,
+                            max_steps=20, log_every=5, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
+        "dpo": StageRecipe(data=_sample("dpo.jsonl"), epochs=1, batch_size=4, accum=1, lr=1e-4, seq_len=128,
+                           max_steps=10, log_every=5, init="sft", dpo=DPOKnobs(beta=0.1)),
+        "distill": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
+                               max_steps=10, log_every=5,
+                               distill=DistillKnobs(teacher="sft", student=dict(num_hidden_layers=1))),
     },
 )
 
@@ -95,17 +105,17 @@ _TINY = Profile(
     tokenizer=_sample("tokenizer"),
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
-        "pretrain": StageRecipe(_sample("pretrain.jsonl"), 1, 8, 1, 3e-3, 256, max_steps=1200, warmup=20,
-                                log_every=20, save_every=300),
-        "sft": StageRecipe(_sample("sft.jsonl"), 1, 32, 1, 1e-3, 256, max_steps=150, log_every=10, init="pretrain",
-                           extra=dict(mix_pretrain=True)),
-        "lora": StageRecipe(_sample("lora.jsonl"), 1, 16, 1, 2e-3, 256, max_steps=60, log_every=10, init="sft",
-                            extra=dict(rank=8, alpha=16)),
-        "dpo": StageRecipe(_sample("dpo.jsonl"), 1, 8, 1, 5e-5, 256, max_steps=40, log_every=10, init="sft",
-                           extra=dict(beta=0.1)),
-        "distill": StageRecipe(_sample("sft.jsonl"), 1, 16, 1, 1e-3, 256, max_steps=60, log_every=10,
-                               extra=dict(alpha=0.5, temperature=1.5, teacher="sft",
-                                          student=dict(num_hidden_layers=2))),
+        "pretrain": StageRecipe(data=_sample("pretrain.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3,
+                                seq_len=256, max_steps=1200, warmup=20, log_every=20, save_every=300),
+        "sft": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=32, accum=1, lr=1e-3, seq_len=256,
+                           max_steps=150, log_every=10, init="pretrain", sft=SFTKnobs(mix_pretrain=True)),
+        "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=16, accum=1, lr=2e-3, seq_len=256,
+                            max_steps=60, log_every=10, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
+        "dpo": StageRecipe(data=_sample("dpo.jsonl"), epochs=1, batch_size=8, accum=1, lr=5e-5, seq_len=256,
+                           max_steps=40, log_every=10, init="sft", dpo=DPOKnobs(beta=0.1)),
+        "distill": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=16, accum=1, lr=1e-3, seq_len=256,
+                               max_steps=60, log_every=10,
+                               distill=DistillKnobs(teacher="sft", student=dict(num_hidden_layers=2))),
     },
 )
 
@@ -116,16 +126,16 @@ _FULL = Profile(
     tokenizer=DATA_DIR / "tokenizer_6400",
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
-        "pretrain": StageRecipe(DATA_DIR / "pretrain_hq.jsonl", 1, 32, 8, 5e-4, 512, log_every=100,
-                                save_every=1000),
-        "sft": StageRecipe(DATA_DIR / "sft_mini_512.jsonl", 2, 16, 1, 5e-6, 512, log_every=100,
-                           save_every=1000, init="pretrain"),
-        "lora": StageRecipe(DATA_DIR / "lora_identity.jsonl", 50, 32, 1, 1e-4, 512, log_every=10, init="sft",
-                            extra=dict(rank=8, alpha=8)),
-        "dpo": StageRecipe(DATA_DIR / "dpo.jsonl", 1, 4, 1, 4e-8, 1024, log_every=100, init="sft",
-                           extra=dict(beta=0.1)),
-        "distill": StageRecipe(DATA_DIR / "sft_mini_512.jsonl", 6, 32, 1, 5e-6, 512, log_every=100, init="sft",
-                               extra=dict(alpha=0.5, temperature=1.5)),
+        "pretrain": StageRecipe(data=DATA_DIR / "pretrain_hq.jsonl", epochs=1, batch_size=32, accum=8, lr=5e-4,
+                                seq_len=512, log_every=100, save_every=1000),
+        "sft": StageRecipe(data=DATA_DIR / "sft_mini_512.jsonl", epochs=2, batch_size=16, accum=1, lr=5e-6,
+                           seq_len=512, log_every=100, save_every=1000, init="pretrain"),
+        "lora": StageRecipe(data=DATA_DIR / "lora_identity.jsonl", epochs=50, batch_size=32, accum=1, lr=1e-4,
+                            seq_len=512, log_every=10, init="sft", lora=LoRAKnobs(rank=8, alpha=8)),
+        "dpo": StageRecipe(data=DATA_DIR / "dpo.jsonl", epochs=1, batch_size=4, accum=1, lr=4e-8, seq_len=1024,
+                           log_every=100, init="sft", dpo=DPOKnobs(beta=0.1)),
+        "distill": StageRecipe(data=DATA_DIR / "sft_mini_512.jsonl", epochs=6, batch_size=32, accum=1, lr=5e-6,
+                               seq_len=512, log_every=100, init="sft"),
     },
 )
 
@@ -138,12 +148,9 @@ def default_profile_name() -> str:
         if name not in PROFILES:
             raise ValueError(f"MINIMIND_PROFILE={name!r} is not a profile; expected one of {', '.join(PROFILE_NAMES)}")
         return name
-    try:
-        import torch
+    import torch
 
-        return "full" if torch.cuda.is_available() else "tiny"
-    except Exception:  # pragma: no cover
-        return "tiny"
+    return "full" if torch.cuda.is_available() else "tiny"
 
 
 def get_profile(name: str | None = None) -> Profile:
@@ -155,4 +162,4 @@ def get_profile(name: str | None = None) -> Profile:
 
 
 __all__ = ["Profile", "StageRecipe", "get_profile", "PROFILES", "STAGES", "DATA_DIR", "SAMPLE_DIR",
-           "RUNS_DIR", "PROJECT_DIR", "replace"]
+           "RUNS_DIR", "PROJECT_DIR", "SFTKnobs", "LoRAKnobs", "DPOKnobs", "DistillKnobs"]

@@ -68,7 +68,7 @@ def test_two_ranks_match_one_process_over_the_same_global_batch(corpus, tmp_path
 
 FAULTY = r'''
 import os, sys
-import minimind_core.train as T
+import minimind_core.train.tasks as T
 
 _forward = T.PretrainTask.forward
 calls = {"n": 0}

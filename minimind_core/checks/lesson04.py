@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from ..train import lr_at
+from ..train.schedule import lr_at
 from . import CheckFailed, call_learner, check, expect_equal, expect_tensor
 
 

@@ -58,8 +58,8 @@ def add_parsers(sub) -> None:
     r.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     k = p.add_argument_group("stage knobs")
-    k.add_argument("--lora-rank", dest="rank", type=int, default=None)
-    k.add_argument("--lora-alpha", dest="lora_alpha", type=float, default=None)
+    k.add_argument("--lora-rank", type=int, default=None, help="lora: adapter rank")
+    k.add_argument("--lora-alpha", type=float, default=None, help="lora: adapter scale alpha (scale = alpha / rank)")
     k.add_argument("--beta", type=float, default=None, help="dpo: strength of the KL anchor")
     k.add_argument("--score", choices=["mean", "sum"], default=None,
                    help="dpo: sequence score = mean (MiniMind2) or sum of token log-probs")
@@ -72,18 +72,19 @@ def add_parsers(sub) -> None:
 
 
 def train_kwargs(args) -> dict:
-    """The train() overrides that the parsed arguments ask for (None = profile default)."""
+    """The train() overrides that the parsed arguments ask for (None = profile default).
+
+    The flags keep MiniMind's short names; train() takes unambiguous ones: --lora-rank is
+    lora_rank, --beta dpo_beta, --alpha distill_alpha, --temperature distill_temperature.
+    """
     kw = dict(data=args.data, tokenizer=args.tokenizer, init=args.init, out=args.out, epochs=args.epochs,
               max_steps=args.max_steps, batch_size=args.batch_size, accum=args.accum, lr=args.lr,
               warmup=args.warmup, seq_len=args.seq_len, seed=args.seed, log_every=args.log_every,
               save_every=args.save_every, keep=args.keep, dtype=args.dtype, device=args.device,
-              num_workers=args.num_workers, cache_dir=args.cache_dir, threads=args.threads, teacher=args.teacher, rank=args.rank,
-              beta=args.beta, score=args.score, temperature=args.temperature, mix_pretrain=args.mix_pretrain)
-    if args.stage == "lora" and args.lora_alpha is not None:
-        kw["alpha"] = args.lora_alpha
-    elif args.stage == "distill" and args.alpha is not None:
-        kw["alpha"] = args.alpha
-    elif args.lora_alpha is not None or args.alpha is not None:
+              num_workers=args.num_workers, cache_dir=args.cache_dir, threads=args.threads, teacher=args.teacher,
+              lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, dpo_beta=args.beta, dpo_score=args.score,
+              distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain)
+    if (args.lora_alpha is not None and args.stage != "lora") or (args.alpha is not None and args.stage != "distill"):
         raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")
     for flag in ("resume", "overwrite", "compile"):
         if getattr(args, flag):

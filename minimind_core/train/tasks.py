@@ -1,0 +1,373 @@
+"""What each stage trains, on which batches, and how its loss is made.
+
+The loop (loop.py) is the same for every stage; a task supplies the stage-specific parts:
+
+    build_model(resume_from)   the model to train (and any frozen helper: DPO's reference, the teacher)
+    sources()                  the datasets to draw micro-batches from ("main", SFT's mixed-in "pretrain")
+    counts(micro)              how many units (target tokens, pairs) each loss component sums over
+    forward(model, micro)      -> Forward: the loss sums of one micro-batch and values to log
+    save_payload(model)        what a checkpoint holds (the model, or only a LoRA adapter)
+
+A component's loss is its sum divided by its count over all micro-batches and ranks of the
+optimizer step, so the step's loss is exactly the token- (or pair-) weighted mean.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..errors import CheckpointError, TrainError
+from ..losses import IGNORE_INDEX, distill_loss, dpo_loss, n_targets, sequence_logprobs, token_ce_sum
+from .batches import Source
+
+# ----------------------------------------------------------------------------------------------
+# models and tokenizer, with errors that name the option at fault
+
+
+def model_dir(path, what: str = "--init") -> Path:
+    """The model folder `path` names (a run folder: its newest checkpoint); `what` names the option."""
+    if path is None:
+        raise TrainError(f"this stage starts from a trained model: pass {what} DIR (a model or run folder)")
+    try:
+        return ckpt.resolve_model_dir(path)
+    except CheckpointError as e:
+        raise TrainError(f"{what} {e}") from None
+
+
+def check_vocab(vocab_size: int, tokenizer, what: str) -> None:
+    if len(tokenizer) > vocab_size:
+        raise TrainError(f"tokenizer has {len(tokenizer)} tokens but {what} has vocab_size {vocab_size}: "
+                         "token ids would fall outside the embedding table (use the model's own tokenizer)")
+
+
+def load_model_checked(path, tokenizer, what: str):
+    """The model at `path`, on the CPU in fp32, checked against the run's tokenizer."""
+    d = model_dir(path, what)
+    try:
+        model = ckpt.load_model(d)
+    except CheckpointError as e:
+        raise TrainError(f"{what} {e}") from None
+    check_vocab(model.config.vocab_size, tokenizer, f"the model in {d}")
+    return model
+
+
+def fresh_model(model_args: dict, seed: int, tokenizer, what: str):
+    """A newly initialised model (weights fixed by `seed`)."""
+    from ..config import MiniMindConfig
+    from ..model import MiniMindForCausalLM
+
+    config = MiniMindConfig(**model_args)
+    check_vocab(config.vocab_size, tokenizer, what)
+    torch.manual_seed(seed)
+    return MiniMindForCausalLM(config)
+
+
+def load_run_tokenizer(cfg):
+    """--tokenizer if given, else the one saved with --init, else the profile's tokenizer.
+
+    When both --tokenizer and the --init model's own tokenizer exist they must be identical.
+    """
+    init_tok = None
+    if cfg.init is not None and cfg.stage != "pretrain":
+        d = model_dir(cfg.init)
+        if (d / "tokenizer.json").exists():  # an adapter folder may have none: then the profile's
+            init_tok = _load_tokenizer(d, "--init")
+    if cfg.tokenizer is None:
+        return init_tok if init_tok is not None else _load_tokenizer(cfg.profile_tokenizer, "tokenizer")
+    tok = _load_tokenizer(cfg.tokenizer, "--tokenizer")
+    if init_tok is not None and tok.get_vocab() != init_tok.get_vocab():
+        raise TrainError(f"--tokenizer {cfg.tokenizer} differs from the tokenizer saved with --init {cfg.init} "
+                         "(vocabulary mismatch); drop --tokenizer to use the model's own")
+    return tok
+
+
+def _load_tokenizer(path, what):
+    from ..tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise TrainError(f"{what} {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+def require_file(path, what: str) -> Path:
+    if path is None or not Path(path).is_file():
+        raise TrainError(f"{path}: {what} not found (pass --data FILE, or create the sample corpus with "
+                         "`python -m minimind_core data sample`)")
+    return Path(path)
+
+
+def packed_dataset(path, tokenizer, seq_len: int, env, cache_dir=None, progress=True):
+    """Pretraining text as blocks of seq_len tokens; rank 0 tokenizes, the other ranks wait for its cache."""
+    from ..datasets import PackedDataset, build_token_cache
+
+    require_file(path, "pretraining data")
+    if env.distributed and not env.is_main:
+        env.barrier()
+    cache = build_token_cache(path, tokenizer, cache_dir=cache_dir, progress=progress and env.is_main)
+    if env.distributed and env.is_main:
+        env.barrier()
+    return PackedDataset(cache, seq_len)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tasks
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One micro-batch through a task."""
+
+    sums: dict                                   # component -> loss summed over its units (a tensor)
+    metrics: dict = field(default_factory=dict)  # more values to log (floats), e.g. DPO's reward accuracy
+
+
+class Task:
+    """What one stage trains and how its loss is made.
+
+    components: weight of each loss component in the objective; a component's value is the
+    sum returned by `forward` divided by its global count from `counts` (tokens, pairs, ...).
+    primary: the component reported as "loss" (None: the weighted objective itself).
+    sequences_per_example: sequences the model reads per example (a DPO pair: 2).
+    """
+
+    components: dict = {"ce": 1.0}
+    primary: str | None = None
+    sequences_per_example: int = 1
+
+    def __init__(self, cfg, env, tokenizer):
+        self.cfg, self.env, self.tokenizer = cfg, env, tokenizer
+
+    # model -------------------------------------------------------------------------------
+    def build_model(self, resume_from: Path | None):
+        """The model to train, on the CPU in fp32 (weights from `resume_from` when resuming)."""
+        if resume_from is not None:
+            return load_model_checked(resume_from, self.tokenizer, "resume checkpoint")
+        return load_model_checked(self.cfg.init, self.tokenizer, "--init")
+
+    def trainable_parameters(self, model):
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def save_payload(self, model) -> dict:
+        """kwargs for checkpoint.save_checkpoint: the model (or adapter) and the tokenizer."""
+        return {"model": model, "tokenizer": self.tokenizer}
+
+    # data --------------------------------------------------------------------------------
+    def sources(self) -> dict:
+        raise NotImplementedError
+
+    def counts(self, micro: dict) -> dict:
+        return {"ce": n_targets(micro["main"]["labels"])}
+
+    def tokens(self, micro: dict) -> int:
+        b = micro["main"]
+        if "attention_mask" in b:
+            return int(b["attention_mask"].sum())
+        return b["input_ids"].numel()
+
+    # loss --------------------------------------------------------------------------------
+    def forward(self, model, micro: dict) -> Forward:
+        b = micro["main"]
+        logits = model(input_ids=b["input_ids"]).logits
+        return Forward({"ce": token_ce_sum(logits, b["labels"])})
+
+    @property
+    def _progress(self) -> bool:
+        return bool(self.cfg.progress and self.env.is_main)
+
+    def _chat_source(self, what: str) -> Source:
+        from ..datasets import SFTDataset, collate_pad
+
+        cfg = self.cfg
+        ds = SFTDataset(require_file(cfg.data, what), self.tokenizer, cfg.seq_len, progress=self._progress)
+        return Source(ds, cfg.batch_size, collate_pad, name=str(cfg.data))
+
+
+class PretrainTask(Task):
+    def build_model(self, resume_from):
+        if resume_from is not None or self.cfg.init is not None:
+            return super().build_model(resume_from)
+        return fresh_model(self.cfg.model, self.cfg.seed, self.tokenizer, f"the {self.cfg.profile} profile's model")
+
+    def sources(self):
+        cfg = self.cfg
+        ds = packed_dataset(cfg.data, self.tokenizer, cfg.seq_len, self.env, cfg.cache_dir, self._progress)
+        return {"main": Source(ds, cfg.batch_size, name=str(cfg.data))}
+
+
+class SFTTask(Task):
+    """Supervised fine-tuning on chat data; optionally one pretraining batch mixed into each step.
+
+    Mixing (the mix_pretrain knob) keeps a small model's pretrained knowledge extractable:
+    without it a few epochs of SFT memorise the SFT conversations and forget the rest.
+    """
+
+    def __init__(self, cfg, env, tokenizer):
+        super().__init__(cfg, env, tokenizer)
+        self.mix = bool(cfg.sft.mix_pretrain)
+        if self.mix:
+            self.components = {"ce": 1.0, "pretrain": 1.0}
+            self.primary = "ce"
+
+    def sources(self):
+        sources = {"main": self._chat_source("SFT data")}
+        if self.mix:
+            cfg = self.cfg
+            path = Path(cfg.sft.mix_pretrain)  # resolve_config made True the profile's pretraining file
+            pds = packed_dataset(path, self.tokenizer, cfg.seq_len, self.env, cfg.cache_dir, self._progress)
+            sources["pretrain"] = Source(pds, int(cfg.sft.mix_batch_size), name=str(path), seed_offset=1)
+        return sources
+
+    def counts(self, micro):
+        c = super().counts(micro)
+        if self.mix:
+            c["pretrain"] = n_targets(micro["pretrain"]["labels"])
+        return c
+
+    def forward(self, model, micro):
+        out = super().forward(model, micro)
+        if self.mix:
+            b = micro["pretrain"]
+            out.sums["pretrain"] = token_ce_sum(model(input_ids=b["input_ids"]).logits, b["labels"])
+        return out
+
+
+class LoRATask(Task):
+    """LoRA: adapters on the frozen SFT model; only the adapter is trained and saved.
+
+    The checkpoint holds adapter.safetensors and adapter_config.json, whose "base" names the
+    model folder the adapter belongs to (checkpoint.load_model puts the two together; lora.merge
+    folds the adapter into the weights for export).
+    """
+
+    def build_model(self, resume_from):
+        from .. import lora
+
+        self.base_dir = model_dir(self.cfg.init)
+        model = load_model_checked(self.base_dir, self.tokenizer, "--init")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        knobs = self.cfg.lora
+        torch.manual_seed(self.cfg.seed)
+        lora.apply_lora(model, rank=int(knobs.rank), alpha=None if knobs.alpha is None else float(knobs.alpha),
+                        targets=knobs.targets or "all")  # freezes everything but the adapters
+        if resume_from is not None:
+            from safetensors.torch import load_file
+
+            lora.load_lora(model, load_file(str(Path(resume_from) / ckpt.ADAPTER_WEIGHTS)))
+        return model
+
+    def sources(self):
+        return {"main": self._chat_source("SFT data")}
+
+    def save_payload(self, model):
+        from .. import lora
+
+        config = {**lora.adapter_config(model), "base": str(Path(self.base_dir).resolve()),
+                  "model_type": "minimind-lora"}
+        return {"adapter": (lora.lora_state_dict(model), config), "tokenizer": self.tokenizer}
+
+
+class DPOTask(Task):
+    """DPO: the policy starts from --init; a frozen copy of it is the reference model."""
+
+    components = {"dpo": 1.0}
+    sequences_per_example = 2
+
+    def build_model(self, resume_from):
+        model = super().build_model(resume_from)
+        ref = load_model_checked(self.cfg.init, self.tokenizer, "--init")
+        ref.requires_grad_(False)
+        ref.eval()
+        self.ref = ref.to(self.env.device)
+        return model
+
+    def sources(self):
+        from ..datasets import DPODataset, collate_dpo
+
+        cfg = self.cfg
+        ds = DPODataset(require_file(cfg.data, "DPO data"), self.tokenizer, cfg.seq_len, progress=self._progress)
+        return {"main": Source(ds, cfg.batch_size, collate_dpo, name=str(cfg.data))}
+
+    def counts(self, micro):
+        return {"dpo": int(micro["main"]["chosen_input_ids"].shape[0])}
+
+    def tokens(self, micro):
+        b = micro["main"]
+        return int((b["chosen_labels"] != IGNORE_INDEX).sum() + (b["rejected_labels"] != IGNORE_INDEX).sum())
+
+    def forward(self, model, micro):
+        b = micro["main"]
+        ids = torch.cat([b["chosen_input_ids"], b["rejected_input_ids"]])
+        labels = torch.cat([b["chosen_labels"], b["rejected_labels"]])
+        mode, n = self.cfg.dpo.score, b["chosen_input_ids"].shape[0]
+        logp = sequence_logprobs(model(input_ids=ids).logits, labels, reduction=mode)
+        with torch.no_grad():
+            ref_logp = sequence_logprobs(self.ref(input_ids=ids).logits, labels, reduction=mode)
+        loss, m = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], beta=float(self.cfg.dpo.beta))
+        # summed over pairs; the loop divides by the global pair count
+        return Forward({"dpo": loss * n}, {"reward_accuracy": m["accuracy"], "reward_margin": m["margin"]})
+
+
+class DistillTask(Task):
+    """Knowledge distillation: a student learns from a teacher's softened distribution.
+
+    L = alpha * CE + (1 - alpha) * T^2 * KL(teacher || student) over the SFT loss-masked
+    positions. The teacher (`teacher=` / --teacher) and the student share the tokenizer and may
+    differ in size. The student starts from --init when given, else it is a fresh model of the
+    profile's size with the `student` knob's changes (e.g. fewer layers).
+    """
+
+    components = {"distill": 1.0}
+
+    def build_model(self, resume_from):
+        knobs = self.cfg.distill
+        if not knobs.teacher:
+            raise TrainError("distill needs a teacher: pass --teacher DIR (a model or run folder; "
+                             "MiniMind used a 768x16 full-SFT model)")
+        teacher = load_model_checked(knobs.teacher, self.tokenizer, "--teacher")
+        teacher.requires_grad_(False)
+        teacher.eval()
+        self.teacher = teacher.to(self.env.device)
+        if resume_from is not None or self.cfg.init is not None:
+            student = super().build_model(resume_from)
+        else:
+            student = fresh_model({**self.cfg.model, **knobs.student}, self.cfg.seed, self.tokenizer,
+                                  "the student model")
+        if student.config.vocab_size != teacher.config.vocab_size:
+            raise TrainError(f"student vocab_size {student.config.vocab_size} != teacher vocab_size "
+                             f"{teacher.config.vocab_size}: they must share a tokenizer")
+        return student
+
+    def sources(self):
+        return {"main": self._chat_source("distillation data")}
+
+    def counts(self, micro):
+        return {"distill": n_targets(micro["main"]["labels"])}
+
+    def forward(self, model, micro):
+        b = micro["main"]
+        s_logits = model(input_ids=b["input_ids"]).logits
+        n = n_targets(b["labels"])
+        if n == 0:  # nothing to learn in this micro-batch; keep the graph for DDP
+            return Forward({"distill": s_logits.sum() * 0.0})
+        with torch.no_grad():
+            t_logits = self.teacher(input_ids=b["input_ids"]).logits
+        knobs = self.cfg.distill
+        loss, parts = distill_loss(s_logits, t_logits, b["labels"], alpha=float(knobs.alpha),
+                                   temperature=float(knobs.temperature), return_parts=True)
+        return Forward({"distill": loss * n}, {"ce": parts["ce"], "kl": parts["kl"]})  # summed over target tokens
+
+
+TASKS = {"pretrain": PretrainTask, "sft": SFTTask, "lora": LoRATask, "dpo": DPOTask, "distill": DistillTask}
+
+
+__all__ = ["Task", "Forward", "PretrainTask", "SFTTask", "LoRATask", "DPOTask", "DistillTask", "TASKS",
+           "load_run_tokenizer", "load_model_checked", "model_dir", "check_vocab"]
