@@ -64,6 +64,16 @@ def test_two_ranks_match_one_process_over_the_same_global_batch(corpus, tmp_path
     assert two.stdout.count("Epoch:[") == 4
     info = ck.read_json(tmp_path / "two" / ck.RUN_INFO)
     assert info["world_size"] == 2
+    # plan_run for two ranks predicts the run: each rank gets half of every epoch
+    from minimind_core.train import plan_run
+
+    kw = dict(data=corpus["pretrain"], tokenizer=corpus["tokenizer"], cache_dir=corpus["pretrain"].parent / "cache",
+              seq_len=64, accum=2, max_steps=4)
+    two_plan = plan_run("pretrain", "smoke", world=2, batch_size=4, **kw)
+    one_plan = plan_run("pretrain", "smoke", batch_size=8, **kw)
+    assert f"{two_plan.batches_per_epoch} batches per epoch per rank" in two.stdout
+    assert f"{one_plan.batches_per_epoch} batches per epoch per rank" in one.stdout
+    assert two_plan.tokens_per_step == one_plan.tokens_per_step == rb[0]["tokens"]
 
 
 FAULTY = r'''

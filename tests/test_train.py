@@ -216,3 +216,111 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path):
     m = load_model(last)
     assert all(torch.isfinite(p).all() for p in m.parameters())
     assert [r["step"] for r in read_metrics(tmp_path / "nan")] == [1]
+
+
+# ----------------------------------------------------------------------------------------------
+# options, the run plan, and what tasks return
+
+
+def test_unknown_option_is_rejected_with_the_valid_names(corpus, tmp_path):
+    from minimind_core.train import resolve_config
+    from minimind_core.train.config import OVERRIDE_NAMES
+
+    # the knobs' old short names are ambiguous (alpha: LoRA or distillation?) and no longer accepted
+    for old in ("rank", "alpha", "beta", "score", "temperature", "targets", "extra"):
+        with pytest.raises(TrainError) as e:
+            resolve_config("lora", "smoke", **{old: 1})
+        msg = str(e.value)
+        assert f"unknown option(s) {old};" in msg
+        assert "valid options: " in msg and "lora_alpha" in msg and "distill_temperature" in msg and "max_steps" in msg
+        assert "\n" not in msg
+    with pytest.raises(TrainError, match="unknown option"):
+        run("pretrain", corpus, tmp_path / "x", max_step=3)   # a typo stops the run before it starts
+    assert not (tmp_path / "x").exists()
+    assert {"lora_rank", "lora_alpha", "lora_targets", "dpo_beta", "dpo_score", "distill_alpha",
+            "distill_temperature", "teacher", "student", "mix_pretrain", "mix_batch_size"} <= set(OVERRIDE_NAMES)
+
+
+def test_knob_overrides_land_in_their_stage_knobs():
+    from minimind_core.train import DistillKnobs, resolve_config
+
+    cfg = resolve_config("lora", "smoke", lora_rank=4, lora_alpha=2.0, lora_targets="minimind")
+    assert (cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets) == (4, 2.0, "minimind")
+    assert (cfg.seed, cfg.keep, cfg.dtype) == (1337, 2, "auto")   # run options keep their defaults
+    cfg = resolve_config("dpo", "smoke", dpo_beta=0.3, dpo_score="sum")
+    assert (cfg.dpo.beta, cfg.dpo.score) == (0.3, "sum")
+    cfg = resolve_config("distill", "smoke", distill_alpha=0.2)
+    assert (cfg.distill.alpha, cfg.distill.temperature) == (0.2, DistillKnobs().temperature) == (0.2, 1.5)
+    assert cfg.distill.teacher.endswith(str(Path("smoke") / "sft"))   # the recipe's teacher stage, as a folder
+    with pytest.raises(TrainError, match="dpo_score must be 'mean' or 'sum'"):
+        resolve_config("dpo", "smoke", dpo_score="max")
+    with pytest.raises(TrainError, match="distill_temperature must be positive"):
+        resolve_config("distill", "smoke", distill_temperature=0)
+    # the tiny SFT recipe mixes in pretraining batches: True becomes the profile's file and batch size
+    cfg = resolve_config("sft", "tiny")
+    from minimind_core.profiles import get_profile
+
+    pre = get_profile("tiny").stage("pretrain")
+    assert (cfg.sft.mix_pretrain, cfg.sft.mix_batch_size) == (pre.data, pre.batch_size)
+    assert resolve_config("sft", "tiny", mix_pretrain=False).sft.mix_pretrain is False
+
+
+def test_recipes_are_keyword_only():
+    from minimind_core.profiles import StageRecipe
+
+    with pytest.raises(TypeError):
+        StageRecipe(Path("x.jsonl"), 1, 8, 1, 1e-3, 128)
+
+
+@pytest.mark.parametrize("stage, kw", [
+    ("pretrain", dict(epochs=1, batch_size=8, accum=2)),
+    # 24 conversations in batches of 5: 4 whole batches per epoch (the last, partial one is dropped)
+    ("sft", dict(epochs=1, batch_size=5, accum=1, mix_pretrain=False)),
+])
+def test_plan_run_is_what_train_runs(stage, kw, corpus, tmp_path):
+    from minimind_core.train import plan_run
+
+    init = {} if stage == "pretrain" else dict(init=run("pretrain", corpus, tmp_path / "base", max_steps=1).run_dir)
+    data = corpus["pretrain"] if stage == "pretrain" else corpus["sft"]
+    tok = dict(tokenizer=corpus["tokenizer"]) if stage == "pretrain" else {}
+    plan = plan_run(stage, "smoke", data=data, out=tmp_path / "r", seq_len=64,
+                    cache_dir=corpus["pretrain"].parent / "cache", **tok, **init, **kw)
+    result = run(stage, corpus, tmp_path / "r", log_every=1, **init, **kw)
+    assert result.plan == plan
+    assert result.steps == plan.total_steps == len(result.metrics)
+    assert plan.micro_batches == kw["accum"] and plan.world == 1
+    assert plan.sequences_per_step == kw["batch_size"] * kw["accum"]
+    assert plan.tokens_per_step == plan.sequences_per_step * 64
+    if stage == "pretrain":
+        assert plan.total_steps == plan.batches_per_epoch // 2
+        assert result.tokens_seen == plan.total_steps * plan.tokens_per_step   # packed: every position is a token
+    else:
+        assert plan.batches_per_epoch == 24 // 5 == plan.total_steps
+    assert result.metrics[-1]["epoch"] == pytest.approx(plan.total_steps * kw["accum"] / plan.batches_per_epoch)
+
+
+def test_tasks_return_their_loss_sums_and_metrics(corpus, tmp_path):
+    from minimind_core.train.batches import open_stream
+    from minimind_core.train.env import Env
+    from minimind_core.train.plan import resolve_config
+    from minimind_core.train.tasks import DPOTask, Forward, load_run_tokenizer
+
+    pre = run("pretrain", corpus, tmp_path / "p", max_steps=1)
+    cfg = resolve_config("dpo", "smoke", data=corpus["dpo"], init=pre.run_dir, out=tmp_path / "d", seq_len=64,
+                         batch_size=4, progress=False)
+    task = DPOTask(cfg, Env(device=torch.device("cpu")), load_run_tokenizer(cfg))
+    model = task.build_model(None)
+    batch = open_stream(task.sources()["main"], cfg, task.env).next()
+    state_before = dict(vars(task))
+    out = task.forward(model, {"main": batch})
+    assert isinstance(out, Forward)
+    assert set(out.sums) == {"dpo"} and set(out.metrics) == {"reward_accuracy", "reward_margin"}
+    # the policy starts as the reference: every pair's reward margin is 0, the loss ln 2 per pair
+    assert out.metrics == {"reward_accuracy": 0.0, "reward_margin": 0.0}
+    assert out.sums["dpo"].item() == pytest.approx(4 * math.log(2), rel=1e-5)
+    assert vars(task) == state_before   # nothing is passed back through the task's attributes
+
+    # and the loop logs them: one reward accuracy per row, a fraction of the batch's pairs
+    dpo = run("dpo", corpus, tmp_path / "dpo", init=pre.run_dir, max_steps=3, log_every=1, batch_size=4)
+    assert [r["reward_accuracy"] * 4 % 1 for r in dpo.metrics] == [0.0, 0.0, 0.0]
+    assert all(0.0 <= r["reward_accuracy"] <= 1.0 and "reward_margin" in r for r in dpo.metrics)

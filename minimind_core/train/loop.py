@@ -98,6 +98,7 @@ class RunResult:
     steps: int
     wall_time: float
     config: TrainConfig | None = None
+    plan: RunPlan | None = None      # the plan the run followed (plan_run gives the same beforehand)
 
     def summary(self) -> str:
         loss = "-" if self.final_loss is None else f"{self.final_loss:.3f}"
@@ -162,7 +163,7 @@ def _run(cfg: TrainConfig, env: Env, callbacks: list) -> RunResult:
     p = run.progress
     result = RunResult(run_dir=cfg.out, checkpoint=run.last_checkpoint, metrics=run.rows, final_loss=p.last_loss,
                        best_loss=p.best_loss, tokens_seen=p.tokens, steps=p.step, wall_time=time.time() - t_start,
-                       config=cfg)
+                       config=cfg, plan=run.plan)
     env.print(result.summary())
     for cb in callbacks:
         fn = _callback_fn(cb, "on_end")

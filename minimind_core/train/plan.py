@@ -78,7 +78,8 @@ def _resolve_mix(knobs, prof):
         return knobs
     pre = prof.stage("pretrain")
     path = knobs.mix_pretrain if isinstance(knobs.mix_pretrain, (str, Path)) else pre.data
-    return dataclasses.replace(knobs, mix_pretrain=Path(path), mix_batch_size=int(knobs.mix_batch_size or pre.batch_size))
+    batch_size = int(knobs.mix_batch_size or pre.batch_size)
+    return dataclasses.replace(knobs, mix_pretrain=Path(path), mix_batch_size=batch_size)
 
 
 def _resolve_teacher(knobs, stage, prof):

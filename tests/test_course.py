@@ -1,0 +1,98 @@
+"""The lesson helpers: a missing or unfinished earlier stage is announced, then trained or resumed,
+never overwritten; a finished one is reused as it is."""
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import make_corpus  # noqa: E402
+
+from minimind_core import checkpoint as ck  # noqa: E402
+from minimind_core.profiles import Profile, StageRecipe, get_profile  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class HereProfile(Profile):
+    """A profile whose run folders live under `root` (not the project's runs/)."""
+
+    root: Path | None = None
+
+    def run_dir(self, stage: str) -> Path:
+        return self.root / self.name / stage
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("course_corpus"))
+
+
+def profile(corpus, root) -> HereProfile:
+    common = dict(epochs=1, batch_size=4, accum=1, lr=1e-2, seq_len=64, log_every=1)
+    return HereProfile(name="lesson", model=get_profile("smoke").model, tokenizer=corpus["tokenizer"],
+                       eval_qa=None, root=root, stages={
+                           "pretrain": StageRecipe(data=corpus["pretrain"], max_steps=6, save_every=3, **common),
+                           "sft": StageRecipe(data=corpus["sft"], max_steps=2, init="pretrain", **common)})
+
+
+QUIET = dict(progress=False, threads=1)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_unfinished_run_is_resumed_and_a_finished_one_reused(corpus, tmp_path, capsys):
+    from minimind_core.course import checkpoint_or_train
+    from minimind_core.train import train
+
+    prof = profile(corpus, tmp_path / "runs")
+    cache = dict(cache_dir=corpus["pretrain"].parent / "cache")
+    straight = train("pretrain", prof, out=tmp_path / "straight", **cache, **QUIET)
+
+    def stop_at_step_4(row):  # an interrupted lesson 04: the checkpoint of step 3 stays
+        if row["step"] == 4:
+            raise Interrupted
+    with pytest.raises(Interrupted):
+        train("pretrain", prof, callbacks=[stop_at_step_4], **cache, **QUIET)
+    run_dir = prof.run_dir("pretrain")
+    assert ck.run_status(run_dir) == ("unfinished", run_dir / "checkpoints" / "step_000003")
+    capsys.readouterr()
+
+    found = checkpoint_or_train("pretrain", prof, **cache, **QUIET)
+    out = capsys.readouterr().out
+    assert found == run_dir / "checkpoints" / "step_000006"
+    assert out.splitlines()[0] == (f"The 'pretrain' run of the lesson profile in {run_dir} is unfinished (newest "
+                                   "checkpoint step_000003): resuming it now (the pretrain lesson makes the same run).")
+    assert "(step 3/6)" in out
+    # resumed, not started over: the run reads as if it had never stopped
+    assert [(r["step"], r["loss"]) for r in ck.read_metrics(run_dir)] == [(r["step"], r["loss"]) for r in straight.metrics]
+    assert (found / "model.safetensors").read_bytes() == (straight.checkpoint / "model.safetensors").read_bytes()
+
+    # finished: reused without a word, without training
+    mtime = (run_dir / ck.METRICS).stat().st_mtime_ns
+    assert checkpoint_or_train("pretrain", prof, **cache, **QUIET) == found
+    assert capsys.readouterr().out == ""
+    assert (run_dir / ck.METRICS).stat().st_mtime_ns == mtime
+
+
+def test_missing_stage_is_announced_then_trained_after_its_prerequisite(corpus, tmp_path, capsys):
+    from minimind_core.course import checkpoint_or_train, load_stage
+    from minimind_core.errors import CheckpointError
+
+    prof = profile(corpus, tmp_path / "runs")
+    with pytest.raises(CheckpointError, match="no finished 'sft' run of the lesson profile"):
+        load_stage("sft", prof, train_missing=False)
+    found = checkpoint_or_train("sft", prof, cache_dir=corpus["pretrain"].parent / "cache", **QUIET)
+    lines = capsys.readouterr().out.splitlines()
+    announced = [line for line in lines if line.startswith("No '")]
+    assert announced == [
+        f"No 'sft' checkpoint for the lesson profile in {prof.run_dir('sft')}: training one now "
+        "(the sft lesson makes the same run).",
+        f"No 'pretrain' checkpoint for the lesson profile in {prof.run_dir('pretrain')}: training one now "
+        "(the pretrain lesson makes the same run)."]
+    assert found.name == "step_000002"
+    assert ck.run_status(prof.run_dir("pretrain"))[0] == ck.run_status(prof.run_dir("sft"))[0] == "complete"
+    model, tokenizer = load_stage("sft", prof, device="cpu", train_missing=False)
+    assert not model.training and len(tokenizer) == len(ck.load_tokenizer_for(found))
