@@ -9,7 +9,8 @@ without a traceback. None of them needs torch, so raising and catching them is c
     ├── CheckpointError    a model or run folder: missing, incomplete, of another kind
     ├── TrainError         a run's options or state (NonFiniteLossError: NaN/inf loss)
     ├── DownloadError      fetching MiniMind's data (VerificationError: checksum or size)
-    └── EvalError          an evaluation file or request
+    ├── EvalError          an evaluation file or request
+    └── ExportError        a model that cannot be written in the asked format
 """
 from __future__ import annotations
 
@@ -56,5 +57,9 @@ class EvalError(MiniMindError, ValueError):
     """An evaluation file or request is malformed."""
 
 
+class ExportError(MiniMindError):
+    """A model cannot be written in the asked format (an MoE model to GGUF, an unknown dtype, ...)."""
+
+
 __all__ = ["MiniMindError", "DataError", "CheckpointError", "TrainError", "NonFiniteLossError",
-           "DownloadError", "VerificationError", "EvalError"]
+           "DownloadError", "VerificationError", "EvalError", "ExportError"]
