@@ -199,6 +199,9 @@ def _readme(exp: MiniMindExport, config, weight: str, tokenizer_dir: Path) -> st
         "",
         "(eval_model.py reads ./out/<name>_<hidden_size>.pth; type 0 for its automatic prompts, 1 to chat.)",
     ]
+    if exp.lora:
+        lines += ["", f"The adapter has rank {MINIMIND_LORA_RANK}, what MiniMind2's apply_lora builds from its "
+                      "2025-04-27 release on (earlier releases and MiniMind-3 build rank 16)."]
     if weight not in EVAL_MODES:
         lines += ["", f"eval_model.py has no --model_mode for '{weight}' weights: copy the file as "
                       f"full_sft_{config.hidden_size}.pth to load it with --model_mode 1."]
