@@ -81,7 +81,7 @@ def gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def _encode(name: str, w: torch.Tensor, dtype: str):
+def _encode(w: torch.Tensor, dtype: str):
     """(numpy data, raw GGML type or None) for one tensor in the file's dtype."""
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
@@ -157,12 +157,11 @@ def tokenizer_metadata(tokenizer, vocab_size: int, where: str = "tokenizer") -> 
 def _load_dense(model_dir):
     """The model (LoRA adapters merged in) and its tokenizer, or an ExportError saying why not."""
     from .checkpoint import load_model, load_tokenizer_for
+    from .lora import lora_layers, merge_lora
 
     model = load_model(model_dir).eval()
     tokenizer = load_tokenizer_for(model_dir)
-    if any(type(m).__name__ == "LoRALinear" for m in model.modules()):
-        from .lora import merge_lora
-
+    if lora_layers(model):        # an adapter folder: llama.cpp gets the adapted weights
         model = merge_lora(model)
     if model.config.use_moe:
         raise ExportError(f"{model_dir}: a mixture-of-experts model has no `llama` GGUF equivalent; "
@@ -214,15 +213,18 @@ def write_gguf(model, tokenizer, out_file: str | Path, dtype: str = "f16", name:
         w.add_chat_template(template)
 
     for tname, t in gguf_tensors(model):
-        data, raw = _encode(tname, t, dtype)
+        data, raw = _encode(t, dtype)
         w.add_tensor(tname, data, raw_dtype=raw)
-    try:
+    try:          # written under a hidden name and renamed when complete: no half-written FILE
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
-    finally:
         w.close()
-    os.replace(tmp, out)
+        os.replace(tmp, out)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
     return out
 
 
@@ -231,7 +233,7 @@ def export_gguf(model_dir: str | Path, out_file: str | Path, dtype: str = "f16")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     model, tokenizer = _load_dense(model_dir)
-    return write_gguf(model, tokenizer, out_file, dtype, name=Path(model_dir).resolve().name or "MiniMind")
+    return write_gguf(model, tokenizer, out_file, dtype, name=Path(model_dir).absolute().name or "MiniMind")
 
 
 __all__ = ["DTYPES", "PRE_TOKENIZER", "ExportError", "export_gguf", "write_gguf", "gguf_tensors",

@@ -180,7 +180,7 @@ class ChatModel:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_dir, device=self.device).eval()
         self.tokenizer = load_tokenizer_for(model_dir)
-        self.name = name or Path(model_dir).resolve().name
+        self.name = name or Path(model_dir).absolute().name   # as given (a run folder: its stage)
         self.created = int(time.time())
         self.max_positions = self.model.config.max_position_embeddings
         self.eos_id = self.model.config.eos_token_id
