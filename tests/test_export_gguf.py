@@ -191,3 +191,15 @@ def test_bad_requests_are_refused_in_one_line(course, tmp_path):
     with pytest.raises(ExportError, match="pre_tokenizer"):
         write_gguf(model, other, tmp_path / "m.gguf")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".m.gguf*"))
+
+
+def test_command_line(course, tmp_path, capsys):
+    from minimind_core.cli import main
+
+    run, model, tok, files = course
+    out = tmp_path / "m.gguf"
+    assert main(["export", "gguf", "--model", str(run), "--out", str(out), "--dtype", "q8_0"]) == 0
+    assert f"wrote {out} (q8_0," in capsys.readouterr().out
+    assert out.read_bytes() == files["q8_0"].read_bytes()          # the same file as the library writes
+    assert main(["export", "gguf", "--model", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err

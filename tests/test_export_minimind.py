@@ -150,3 +150,15 @@ def test_moe_file_name_and_flag(tmp_path):
     exp = export_minimind(run, tmp_path / "out")
     assert exp.weights.name == "full_sft_64_moe.pth" and "--use_moe 1" in exp.command
     _reload(exp.weights, cfg)
+
+
+def test_command_line_prints_the_eval_command(tmp_path, capsys):
+    from minimind_core.cli import main
+
+    run = write_course_model(tmp_path / "run")
+    assert main(["export", "minimind", "--model", str(run), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "python eval_model.py --load 0 --model_mode 1 --hidden_size 64 --num_hidden_layers 2" in printed
+    assert printed.startswith((tmp_path / "out" / "README.txt").read_text(encoding="utf-8"))
+    assert main(["export", "minimind", "--model", str(run), "--out", str(tmp_path / "o2"), "--weight", "a/b"]) == 2
+    assert "--weight 'a/b'" in capsys.readouterr().err

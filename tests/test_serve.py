@@ -163,3 +163,41 @@ def test_the_openai_client_raises_bad_request(server):
     long = [{"role": "user", "content": "很长 " * 400}]
     with pytest.raises(openai.BadRequestError, match="at most 256"):
         client.chat.completions.create(model="course-test", messages=long)
+
+
+def test_serve_command_in_its_own_process(tmp_path):
+    """`python -m minimind_core serve` as a learner starts it; stopped with Ctrl-C (SIGINT)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = write_course_model(tmp_path / "run")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "minimind_core", "serve", "--model", str(run), "--port", str(port),
+                             "--name", "cli-test"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{base}/models", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list()] == ["cli-test"]
+        reply = client.chat.completions.create(model="cli-test", messages=[{"role": "user", "content": "hi"}],
+                                               temperature=0, max_tokens=8)
+        assert reply.choices[0].message.content and reply.usage.completion_tokens <= 8
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}/v1" in out and proc.returncode in (0, 130)

@@ -2,7 +2,8 @@
 
     data       check | sample | download      cli/data.py
     tokenizer  train                          cli/tokenizer.py
-    export     llama                          cli/export.py
+    export     llama | gguf | minimind        cli/export.py
+    serve      an OpenAI-compatible server    cli/serve.py
     train      pretrain | sft | lora | dpo | distill   cli/train.py
     eval       qa | ppl                       cli/eval.py
 
@@ -17,7 +18,7 @@ import argparse
 import sys
 
 from ..errors import MiniMindError
-from . import data, eval as eval_cmd, export, tokenizer, train
+from . import data, eval as eval_cmd, export, serve, tokenizer, train
 from .errors import CLIError
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     train.add_parsers(sub)
     eval_cmd.add_parsers(sub)
+    serve.add_parsers(sub)
     return parser
 
 
