@@ -56,7 +56,7 @@ def run_gguf(args) -> int:
 
     out = export_gguf(args.model, args.out, args.dtype)
     print(f"wrote {out} ({args.dtype}, {out.stat().st_size / 1e6:.1f} MB)")
-    print(f"run it with llama.cpp: llama-cli -m {out}")
+    print(f"chat with it in llama.cpp: llama-completion -m {out} -cnv --jinja")
     return 0
 
 
