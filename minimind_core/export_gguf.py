@@ -156,11 +156,10 @@ def tokenizer_metadata(tokenizer, vocab_size: int, where: str = "tokenizer") -> 
 
 def _load_dense(model_dir):
     """The model (LoRA adapters merged in) and its tokenizer, or an ExportError saying why not."""
-    from .checkpoint import load_model, load_tokenizer_for
+    from .checkpoint import load_model_and_tokenizer
     from .lora import lora_layers, merge_lora
 
-    model = load_model(model_dir).eval()
-    tokenizer = load_tokenizer_for(model_dir)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     if lora_layers(model):        # an adapter folder: llama.cpp gets the adapted weights
         model = merge_lora(model)
     if model.config.use_moe:

@@ -248,12 +248,11 @@ def export_minimind(model_dir: str | Path, out_dir: str | Path, weight: str | No
     merge:      fold a LoRA adapter into the weights and write one full file (done anyway, with a
                 note, when MiniMind's adapter format cannot hold the adapter).
     """
-    from .checkpoint import load_model, load_tokenizer_for, resolve_model_dir
+    from .checkpoint import load_model_and_tokenizer, resolve_model_dir
     from .lora import lora_layers, merge_lora, remove_lora
 
     d = resolve_model_dir(model_dir)
-    model = load_model(d).eval()
-    tokenizer = load_tokenizer_for(d)
+    model, tokenizer = load_model_and_tokenizer(d, device="cpu")
     cfg = model.config
     if not cfg.tie_word_embeddings:
         raise ExportError(f"{d}: untied embeddings; MiniMind2's model always ties lm_head to embed_tokens")

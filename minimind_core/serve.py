@@ -174,12 +174,11 @@ class ChatModel:
     """A loaded course model and its tokenizer, answering ChatRequests one at a time."""
 
     def __init__(self, model_dir: str | Path, name: str | None = None, device: str | None = None):
-        from .checkpoint import load_model, load_tokenizer_for, resolve_model_dir
+        from .checkpoint import load_model_and_tokenizer, resolve_model_dir
 
         self.path = resolve_model_dir(model_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(model_dir, device=self.device).eval()
-        self.tokenizer = load_tokenizer_for(model_dir)
+        self.model, self.tokenizer = load_model_and_tokenizer(model_dir, device=self.device)
         self.name = name or Path(model_dir).absolute().name   # as given (a run folder: its stage)
         self.created = int(time.time())
         self.max_positions = self.model.config.max_position_embeddings
