@@ -6,8 +6,9 @@ generation, evaluation, plots and widgets.
 
 Importing the package imports nothing heavy: the names below are loaded on first use (PEP 562),
 so the command line's `--help`, `data check` and `data download` start without torch or
-transformers. The first use of the model classes registers them with transformers' Auto classes,
-so `AutoModelForCausalLM.from_pretrained(folder)` then works without `trust_remote_code`.
+transformers. Importing minimind_core.config and minimind_core.model (which the first use of these
+names does) registers them with transformers' Auto classes, so
+`AutoModelForCausalLM.from_pretrained(folder)` then works without `trust_remote_code`.
 """
 from __future__ import annotations
 
@@ -22,24 +23,6 @@ _LAZY = {
     "Profile": "profiles",
     "get_profile": "profiles",
 }
-_MODEL_NAMES = ("MiniMindConfig", "MiniMindForCausalLM", "MiniMindModel")
-
-
-def _register_auto_classes() -> None:
-    """Make AutoConfig / AutoModelForCausalLM know the `minimind` model type."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from .config import MiniMindConfig
-    from .model import MiniMindForCausalLM
-
-    try:
-        AutoConfig.register(MiniMindConfig.model_type, MiniMindConfig)
-    except ValueError:  # already registered (module reloaded)
-        pass
-    try:
-        AutoModelForCausalLM.register(MiniMindConfig, MiniMindForCausalLM)
-    except ValueError:
-        pass
 
 
 def __getattr__(name: str):
@@ -48,8 +31,6 @@ def __getattr__(name: str):
     import importlib
 
     value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in _MODEL_NAMES:
-        _register_auto_classes()
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from transformers import PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 
 def swiglu_hidden_size(hidden_size: int) -> int:
@@ -28,34 +28,35 @@ class MiniMindConfig(PretrainedConfig):
 
     def __init__(
         self,
-        hidden_size: int = 512,
-        num_hidden_layers: int = 8,
-        num_attention_heads: int = 8,
-        num_key_value_heads: int = 2,
-        vocab_size: int = 6400,
-        intermediate_size: int | None = None,
-        hidden_act: str = "silu",
-        max_position_embeddings: int = 32768,
+        hidden_size: int = 512,                   # model width (d_model)
+        num_hidden_layers: int = 8,               # decoder blocks
+        num_attention_heads: int = 8,             # query heads; head_dim = hidden_size / heads
+        num_key_value_heads: int = 2,             # key/value heads shared by groups of query heads (GQA)
+        vocab_size: int = 6400,                   # MiniMind's tokenizer
+        intermediate_size: int | None = None,     # SwiGLU width; None: swiglu_hidden_size(hidden_size)
+        hidden_act: str = "silu",                 # SwiGLU's gate; the only one supported
+        max_position_embeddings: int = 32768,     # rows of the RoPE tables: the longest sequence
         rms_norm_eps: float = 1e-5,
-        rope_theta: float = 1e6,
-        dropout: float = 0.0,
-        flash_attn: bool = True,
-        bos_token_id: int = 1,
-        eos_token_id: int = 2,
-        pad_token_id: int = 0,
-        tie_word_embeddings: bool = True,
-        initializer_range: float = 0.02,
-        # mixture of experts (MiniMind2-MoE)
+        rope_theta: float = 1e6,                  # RoPE base: larger = slower-turning dimensions
+        dropout: float = 0.0,                     # on embeddings, attention probabilities and FFN outputs
+        bos_token_id: int = 1,                    # <|im_start|>
+        eos_token_id: int = 2,                    # <|im_end|>
+        pad_token_id: int = 0,                    # <|endoftext|>
+        tie_word_embeddings: bool = True,         # lm_head shares the embedding matrix
+        initializer_range: float = 0.02,          # std of the normal init of linear and embedding weights
+        # mixture of experts (MiniMind2-MoE, see moe.py)
         use_moe: bool = False,
-        num_experts_per_tok: int = 2,
+        num_experts_per_tok: int = 2,             # routed experts each token goes to (top-k)
         n_routed_experts: int = 4,
-        n_shared_experts: int = 1,
-        scoring_func: str = "softmax",
-        aux_loss_alpha: float = 0.1,
-        seq_aux: bool = True,
-        norm_topk_prob: bool = True,
+        n_shared_experts: int = 1,                # experts every token goes through
+        scoring_func: str = "softmax",            # the router's scores; the only one supported
+        aux_loss_alpha: float = 0.1,              # weight of the balance loss
+        seq_aux: bool = True,                     # balance loss per sequence (True) or per batch
+        norm_topk_prob: bool = True,              # renormalise the top-k weights to sum to 1
         **kwargs,
     ):
+        # MiniMind's config.json files carry flash_attn; attention always uses PyTorch's SDPA here
+        kwargs.pop("flash_attn", None)
         if hidden_size % num_attention_heads:
             raise ValueError(
                 f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
@@ -80,7 +81,6 @@ class MiniMindConfig(PretrainedConfig):
         self.rms_norm_eps = rms_norm_eps
         self.rope_theta = float(rope_theta)
         self.dropout = dropout
-        self.flash_attn = flash_attn
         self.initializer_range = initializer_range
         self.use_moe = use_moe
         self.num_experts_per_tok = num_experts_per_tok
@@ -101,3 +101,9 @@ class MiniMindConfig(PretrainedConfig):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+
+try:  # AutoConfig.from_pretrained(folder) then knows model_type "minimind"
+    AutoConfig.register(MiniMindConfig.model_type, MiniMindConfig)
+except ValueError:  # already registered (module reloaded)
+    pass

@@ -4,6 +4,9 @@
     loop: logits -> repetition penalty -> temperature -> top-k -> top-p -> sample (or argmax)
           -> yield the token -> feed only that token back, with the cache
 
+The cache is the model's KVCache (kv_cache.py): the prefill call starts it, and every step passes
+the same object back, which the model extends in place by the new token's keys and values.
+
 Hugging Face's `model.generate` works on MiniMindForCausalLM too; this module is the one the
 lessons read and the evaluation uses.
 """

@@ -122,8 +122,8 @@ class LoRALinear(nn.Module):
 # attaching and finding adapters
 
 
-def _select(model: nn.Module, targets) -> list[str]:
-    """Names of the nn.Linear modules `targets` picks (see apply_lora)."""
+def target_modules(model: nn.Module, targets) -> list[str]:
+    """Names of the nn.Linear modules `targets` picks (see apply_lora), in the model's order."""
     tied_head = None
     get_out = getattr(model, "get_output_embeddings", None)
     if callable(get_out) and getattr(getattr(model, "config", None), "tie_word_embeddings", False):
@@ -181,7 +181,7 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float | None = None, targ
     """
     if lora_layers(model):
         raise ValueError("the model already has LoRA adapters; merge_lora or remove_lora them first")
-    names = _select(model, targets)
+    names = target_modules(model, targets)
     if not names:
         raise ValueError(f"targets={targets!r} matches no nn.Linear layer of {type(model).__name__}")
     for p in model.parameters():
@@ -428,6 +428,6 @@ def trainable_summary(model: nn.Module) -> str:
     return f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / max(total, 1):.2f}%)"
 
 
-__all__ = ["LoRALinear", "ALL_TARGETS", "apply_lora", "lora_layers", "lora_parameters", "count_lora_parameters",
-           "lora_state_dict", "save_lora", "load_lora", "merge_lora", "unmerge_lora", "remove_lora",
-           "adapter_config", "trainable_summary"]
+__all__ = ["LoRALinear", "ALL_TARGETS", "target_modules", "apply_lora", "lora_layers", "lora_parameters",
+           "count_lora_parameters", "lora_state_dict", "save_lora", "load_lora", "merge_lora", "unmerge_lora",
+           "remove_lora", "adapter_config", "trainable_summary"]

@@ -4,24 +4,36 @@
            -> RMSNorm -> lm_head (tied to embed_tokens) -> logits
 
 Parameter names are Hugging Face Llama's, so the same state dict loads into `LlamaForCausalLM`
-(dense models) and MiniMind's own `.pth` checkpoints load with `load_state_dict`.
+(dense models) and MiniMind's own `.pth` checkpoints load with `load_state_dict`. The MoE
+feed-forward of MiniMind2-MoE lives in moe.py, the KV cache in kv_cache.py.
 
-KV cache layout (MiniMind's): one (k, v) pair per layer, each [batch, past_len, kv_heads, head_dim],
-keys stored after RoPE and before the KV heads are repeated. Hugging Face `Cache` objects (what
-`model.generate` passes) are accepted too.
+    model(ids).logits                                   [batch, seq, vocab]
+    model(ids, labels=ids).loss                         next-token cross-entropy (labels shifted here)
+    out = model(ids, use_cache=True); out.cache         a KVCache to pass back with the next token
+    model(ids, output_attentions=True).attentions       one [batch, heads, q, k] tensor per layer
+
+At the end: counting parameters (count_parameters, meta_model, parameter_breakdown by component).
+
+Importing this module registers the model with transformers' Auto classes, so
+`AutoModelForCausalLM.from_pretrained(folder)` loads a saved MiniMind without `trust_remote_code`.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from .config import MiniMindConfig
+from .kv_cache import KVCache, TransformersCacheAdapter
+from .losses import n_targets, token_ce_sum
+from .moe import MoEFeedForward, MoEGate
 
 
 class RMSNorm(nn.Module):
@@ -79,7 +91,38 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, :, None, :].expand(b, t, h, n_rep, d).reshape(b, t, h * n_rep, d)
 
 
+def causal_mask(q_len: int, past_len: int, attention_mask=None, device=None) -> torch.Tensor:
+    """Boolean mask [batch or 1, 1, q_len, past_len + q_len]: True where a query may attend.
+
+    A query at position past_len + i sees keys 0..past_len + i; keys whose attention_mask is 0
+    (padding) are hidden. A row that would see nothing (a padded query) sees itself, so no NaN.
+    """
+    k_len = past_len + q_len
+    q_pos = torch.arange(past_len, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    mask = (k_pos <= q_pos)[None, None]
+    if attention_mask is not None:
+        keep = attention_mask[:, None, None, -k_len:].bool()
+        mask = (mask & keep) | (k_pos == q_pos)[None, None]
+    return mask
+
+
+def attention_with_weights(q, k, v, mask, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(head_dim)) v written out: (output, weights [batch, heads, q, k]).
+
+    q/k/v are [batch, heads, seq, head_dim]; the scores and the softmax are computed in float32.
+    The same numbers as `scaled_dot_product_attention` up to rounding, but the probabilities are
+    kept, so the model takes this path only when asked for them (output_attentions=True).
+    """
+    scores = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    mixed = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    return (mixed @ v.float()).to(q.dtype), weights
+
+
 class Attention(nn.Module):
+    """Grouped-query self-attention with RoPE: n_heads query heads share n_kv_heads key/value heads."""
+
     def __init__(self, config: MiniMindConfig, layer_idx: int = 0):
         super().__init__()
         self.layer_idx = layer_idx
@@ -94,53 +137,37 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
         self.dropout = config.dropout
 
-    def forward(self, x, cos, sin, past_key_value=None, use_cache=False, attention_mask=None,
-                cache=None):
+    def forward(self, x, rope, cache=None, attention_mask=None, output_attentions=False):
+        """x [batch, t, hidden] -> (output [batch, t, hidden], weights [batch, heads, t, keys] or None).
+
+        rope: the (cos, sin) rows [t, head_dim] of the new tokens' positions. cache: a KVCache
+        (this layer writes its new keys/values there and attends to all it holds). attention_mask:
+        [batch, keys], 0 where a key is padding. The weights are computed only if output_attentions.
+        """
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, k, cos, sin)
+        q, k = apply_rope(q, k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)      # [batch, past + t, kv_heads, head_dim]
 
-        if cache is not None:  # a Hugging Face Cache object: it stores [batch, heads, seq, dim]
-            k_all, v_all = cache.update(k.transpose(1, 2), v.transpose(1, 2), self.layer_idx)
-            k, v = k_all.transpose(1, 2), v_all.transpose(1, 2)
-            present = None
-        else:
-            if past_key_value is not None:
-                k = torch.cat([past_key_value[0], k], dim=1)
-                v = torch.cat([past_key_value[1], v], dim=1)
-            present = (k, v) if use_cache else None
-
-        # [batch, heads, seq, head_dim] for scaled_dot_product_attention
-        q = q.transpose(1, 2)
-        k = repeat_kv(k, self.n_rep).transpose(1, 2)
+        q = q.transpose(1, 2)                               # [batch, heads, t, head_dim]
+        k = repeat_kv(k, self.n_rep).transpose(1, 2)        # [batch, heads, past + t, head_dim]
         v = repeat_kv(v, self.n_rep).transpose(1, 2)
-        dropout = self.dropout if self.training else 0.0
         past_len = k.shape[2] - t
-        if attention_mask is None and past_len == 0:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        mask = None                                         # None: plain causal, the fastest path
+        if attention_mask is not None or past_len > 0 or output_attentions:
+            mask = causal_mask(t, past_len, attention_mask, x.device)
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if output_attentions:
+            out, weights = attention_with_weights(q, k, v, mask, dropout)
         else:
-            mask = _causal_mask(t, past_len, attention_mask, x.device)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                 is_causal=mask is None)
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
-        return self.o_proj(out), present
-
-
-def _causal_mask(q_len: int, past_len: int, attention_mask, device):
-    """Boolean mask [batch or 1, 1, q_len, past_len + q_len]: True where a query may attend.
-
-    A query at position past_len + i sees keys 0..past_len + i; keys whose attention_mask is 0
-    (padding) are hidden. A row that would see nothing (a padded query) sees itself, so no NaN.
-    """
-    k_len = past_len + q_len
-    q_pos = torch.arange(past_len, k_len, device=device)[:, None]
-    k_pos = torch.arange(k_len, device=device)[None, :]
-    mask = (k_pos <= q_pos)[None, None]
-    if attention_mask is not None:
-        keep = attention_mask[:, None, None, -k_len:].bool()
-        mask = (mask & keep) | (k_pos == q_pos)[None, None]
-    return mask
+        return self.o_proj(out), weights
 
 
 class FeedForward(nn.Module):
@@ -158,74 +185,6 @@ class FeedForward(nn.Module):
         return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
 
 
-class MoEGate(nn.Module):
-    """Softmax router: each token picks its top-k routed experts; weights renormalised to sum to 1."""
-
-    def __init__(self, config: MiniMindConfig):
-        super().__init__()
-        self.top_k = config.num_experts_per_tok
-        self.n_experts = config.n_routed_experts
-        self.norm_topk_prob = config.norm_topk_prob
-        self.alpha = config.aux_loss_alpha
-        self.seq_aux = config.seq_aux
-        self.weight = nn.Parameter(torch.empty(self.n_experts, config.hidden_size))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-
-    def forward(self, x):
-        b, t, h = x.shape
-        scores = F.linear(x.reshape(-1, h), self.weight).softmax(dim=-1)   # [b*t, experts]
-        topk_weight, topk_idx = scores.topk(self.top_k, dim=-1, sorted=False)
-        if self.top_k > 1 and self.norm_topk_prob:
-            topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
-        aux_loss = x.new_zeros(())
-        if self.training and self.alpha > 0:
-            aux_loss = self.balance_loss(scores.view(b, t, -1), topk_idx.view(b, t * self.top_k))
-        return topk_idx, topk_weight, aux_loss
-
-    def balance_loss(self, scores, topk_idx):
-        """Sequence-level balance loss: alpha * sum_e (load_e * mean score_e), averaged over sequences.
-
-        load_e is the share of the sequence's top-k picks that went to expert e, scaled so that a
-        perfectly even router has load 1 for every expert.
-        """
-        b, t, n = scores.shape
-        if self.seq_aux:
-            load = torch.zeros(b, n, device=scores.device, dtype=scores.dtype)
-            load.scatter_add_(1, topk_idx, torch.ones_like(topk_idx, dtype=scores.dtype))
-            load = load / (topk_idx.shape[1] / n)
-            return (load * scores.mean(dim=1)).sum(dim=1).mean() * self.alpha
-        one_hot = F.one_hot(topk_idx.reshape(-1), n).float()
-        fraction = one_hot.mean(0) * n
-        return (fraction * scores.reshape(-1, n).mean(0)).sum() * self.alpha
-
-
-class MoEFeedForward(nn.Module):
-    """Routed experts (top-k of n) plus always-on shared experts."""
-
-    def __init__(self, config: MiniMindConfig):
-        super().__init__()
-        self.experts = nn.ModuleList([FeedForward(config) for _ in range(config.n_routed_experts)])
-        self.gate = MoEGate(config)
-        self.shared_experts = nn.ModuleList([FeedForward(config) for _ in range(config.n_shared_experts)])
-        self.aux_loss = None
-
-    def forward(self, x):
-        b, t, h = x.shape
-        topk_idx, topk_weight, self.aux_loss = self.gate(x)
-        flat = x.reshape(-1, h)
-        out = torch.zeros_like(flat)
-        for e, expert in enumerate(self.experts):
-            token_idx, slot = (topk_idx == e).nonzero(as_tuple=True)
-            if token_idx.numel() == 0:
-                continue
-            y = expert(flat[token_idx]) * topk_weight[token_idx, slot, None].to(flat.dtype)
-            out.index_add_(0, token_idx, y)
-        out = out.view(b, t, h)
-        for shared in self.shared_experts:
-            out = out + shared(x)
-        return out
-
-
 class DecoderLayer(nn.Module):
     """Pre-norm block: h = x + attn(norm1(x)); out = h + ffn(norm2(h))."""
 
@@ -234,13 +193,19 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, layer_idx)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MoEFeedForward(config) if config.use_moe else FeedForward(config)
+        self.use_moe = config.use_moe
+        self.mlp = MoEFeedForward(config, expert=FeedForward) if config.use_moe else FeedForward(config)
 
-    def forward(self, x, cos, sin, past_key_value=None, use_cache=False, attention_mask=None, cache=None):
-        attn_out, present = self.self_attn(self.input_layernorm(x), cos, sin, past_key_value, use_cache,
-                                           attention_mask, cache)
+    def forward(self, x, rope, cache=None, attention_mask=None, output_attentions=False):
+        """-> (output [batch, t, hidden], attention weights or None, MoE balance loss or None)."""
+        attn_out, weights = self.self_attn(self.input_layernorm(x), rope, cache=cache,
+                                           attention_mask=attention_mask, output_attentions=output_attentions)
         h = x + attn_out
-        return h + self.mlp(self.post_attention_layernorm(h)), present
+        if self.use_moe:
+            ffn_out, aux_loss = self.mlp(self.post_attention_layernorm(h))
+        else:
+            ffn_out, aux_loss = self.mlp(self.post_attention_layernorm(h)), None
+        return h + ffn_out, weights, aux_loss
 
 
 class MiniMindPreTrainedModel(PreTrainedModel):
@@ -282,49 +247,48 @@ class MiniMindModel(MiniMindPreTrainedModel):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache=False):
+    def forward(self, input_ids, attention_mask=None, cache=None, output_attentions=False):
+        """-> (hidden states after the final norm, MoE balance loss (0 if dense), attentions or None).
+
+        With a cache, input_ids are the tokens after the cached ones: their RoPE positions start
+        at cache.length, and the cache has advanced past them on return.
+        """
         b, t = input_ids.shape
-        cache = None
-        if past_key_values is not None and not isinstance(past_key_values, (list, tuple)):
-            cache = past_key_values          # a transformers Cache object
-            past_len = cache.get_seq_length()
-            past_key_values = None
-        else:
-            past_len = past_key_values[0][0].shape[1] if past_key_values else 0
+        past_len = cache.length if cache is not None else 0
         if past_len + t > self.rope_cos.shape[0]:
             raise ValueError(f"sequence of {past_len + t} positions is longer than max_position_embeddings "
                              f"({self.rope_cos.shape[0]})")
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None            # no padding: the plain causal path is faster
-        cos = self.rope_cos[past_len:past_len + t]
-        sin = self.rope_sin[past_len:past_len + t]
+        rope = (self.rope_cos[past_len:past_len + t], self.rope_sin[past_len:past_len + t])
         x = self.dropout(self.embed_tokens(input_ids))
-        presents = []
-        for i, layer in enumerate(self.layers):
-            past = past_key_values[i] if past_key_values else None
-            x, present = layer(x, cos, sin, past, use_cache, attention_mask, cache)
-            presents.append(present)
-        aux_loss = sum((l.mlp.aux_loss for l in self.layers if isinstance(l.mlp, MoEFeedForward)
-                        and l.mlp.aux_loss is not None), x.new_zeros(()))
+        aux_loss = x.new_zeros(())
+        attentions = []
+        for layer in self.layers:
+            x, weights, layer_aux = layer(x, rope, cache=cache, attention_mask=attention_mask,
+                                          output_attentions=output_attentions)
+            if layer_aux is not None:
+                aux_loss = aux_loss + layer_aux
+            attentions.append(weights)
         if cache is not None:
-            new_cache = cache
-        else:
-            new_cache = presents if use_cache else None
-        return self.norm(x), new_cache, aux_loss
+            cache.advance(t)
+        return self.norm(x), aux_loss, tuple(attentions) if output_attentions else None
 
 
 @dataclass
 class MiniMindCausalLMOutput(ModelOutput):
-    """loss, logits, the KV cache and the MoE balance loss (0 for dense models).
+    """loss, logits, the KV cache, the MoE balance loss (0 for dense models) and, when asked for,
+    the attention weights (one [batch, heads, q, k] tensor per layer).
 
-    `cache` holds MiniMind's per-layer (k, v) list, or the transformers Cache object that was
-    passed in; `past_key_values` is the same object under its older name.
+    `cache` is the KVCache the call used (or the transformers Cache that was passed in);
+    `past_key_values` is the same object under its older name.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: object | None = None
     aux_loss: torch.FloatTensor | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
     @property
     def past_key_values(self):
@@ -356,26 +320,111 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
         self.lm_head = new_embeddings
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, past_key_values=None,
-                use_cache=False, logits_to_keep: int = 0, cache=None, **kwargs):
+                use_cache=False, logits_to_keep: int = 0, cache=None, output_attentions=False, **kwargs):
         """Logits for every position; with `labels` also the loss (labels are shifted here).
 
-        `past_key_values` is a list of per-layer (k, v) from an earlier call with use_cache=True;
-        `cache` (or past_key_values) may also be a transformers Cache object, as `generate` passes.
+        `cache` (or `past_key_values`): the KVCache of an earlier call, or a transformers Cache
+        (what `generate` passes). use_cache=True without one starts a new KVCache.
         """
-        if cache is not None:
-            past_key_values = cache
-        hidden, cache, aux_loss = self.model(input_ids, attention_mask, past_key_values, use_cache)
+        cache = past_key_values if cache is None else cache
+        kv = self._kv_cache(cache, use_cache, input_ids)
+        hidden, aux_loss, attentions = self.model(input_ids, attention_mask, kv, output_attentions)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                   labels[:, 1:].reshape(-1), ignore_index=-100)
-            loss = loss + aux_loss
-        return MiniMindCausalLMOutput(loss=loss, logits=logits, cache=cache, aux_loss=aux_loss)
+            loss = token_ce_sum(logits, labels) / n_targets(labels) + aux_loss
+        return MiniMindCausalLMOutput(loss=loss, logits=logits, cache=kv if cache is None else cache,
+                                      aux_loss=aux_loss, attentions=attentions)
+
+    def _kv_cache(self, cache, use_cache: bool, input_ids):
+        """The cache the layers use: ours as it is, a transformers Cache behind an adapter, a new
+        KVCache when use_cache asks for one."""
+        if cache is None:
+            return KVCache(self.config, input_ids.shape[0]) if use_cache else None
+        if isinstance(cache, KVCache):
+            return cache
+        if isinstance(cache, Cache):
+            return TransformersCacheAdapter(cache)
+        raise TypeError(f"cache must be a minimind_core KVCache or a transformers Cache, got "
+                        f"{type(cache).__name__} (per-layer (k, v) lists are no longer accepted: pass the "
+                        "cache object that the previous call returned)")
+
+
+# ----------------------------------------------------------------------------------------------
+# counting parameters
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters, a tied matrix counted once (model.parameters() already dedupes)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def meta_model(config: MiniMindConfig) -> MiniMindForCausalLM:
+    """`MiniMindForCausalLM(config)` on the meta device: every parameter has its shape, none has
+    memory, so even a 100M-parameter model costs nothing to count or inspect."""
+    with torch.device("meta"):
+        return MiniMindForCausalLM(config)
+
+
+def embedding_parameters(vocab_size: int, hidden_size: int, tied: bool = True) -> int:
+    """Parameters of the input embedding and the output projection (lm_head, no bias):
+    one vocab x hidden matrix when they are tied, two when not."""
+    return vocab_size * hidden_size * (1 if tied else 2)
+
+
+COMPONENT_ORDER = ["embedding (tied with lm_head)", "embedding", "lm_head", "attention q", "attention k",
+                   "attention v", "attention o", "MLP gate", "MLP up", "MLP down", "MoE router", "norms"]
+_ATTN_NAME = re.compile(r"\.self_attn\.([qkvo])_proj\.")
+_MLP_NAME = re.compile(r"\.(gate|up|down)_proj\.")
+
+
+def component_of(name: str, tied: bool = True) -> str:
+    """The component a parameter belongs to, from its (Hugging Face Llama) name.
+
+    embedding / lm_head, attention q|k|v|o, MLP gate|up|down (routed and shared experts of an MoE
+    model included), MoE router, norms."""
+    if name.startswith("model.embed_tokens."):
+        return "embedding (tied with lm_head)" if tied else "embedding"
+    if name.startswith("lm_head."):
+        return "lm_head"
+    m = _ATTN_NAME.search(name)
+    if m:
+        return f"attention {m.group(1)}"
+    if ".mlp." in name:
+        m = _MLP_NAME.search(name)
+        if m:
+            return f"MLP {m.group(1)}"
+        if name.endswith(".mlp.gate.weight"):
+            return "MoE router"
+    if "layernorm" in name or name.startswith("model.norm."):
+        return "norms"
+    raise ValueError(f"parameter {name!r}: no component known for this name")
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """{component: number of parameters} over `model.named_parameters()` (which lists a tied
+    matrix once), in COMPONENT_ORDER. The values sum to `count_parameters(model)`."""
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    counts: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        c = component_of(name, tied)
+        counts[c] = counts.get(c, 0) + p.numel()
+    return {c: counts[c] for c in COMPONENT_ORDER if c in counts}
+
+
+# ----------------------------------------------------------------------------------------------
+# registration with transformers
+
+
+def _register_with_transformers() -> None:
+    """Let AutoModelForCausalLM load a folder whose config says model_type "minimind" (config.py
+    registers the config the same way)."""
+    try:
+        AutoModelForCausalLM.register(MiniMindConfig, MiniMindForCausalLM)
+    except ValueError:  # already registered (module reloaded)
+        pass
+
+
+_register_with_transformers()

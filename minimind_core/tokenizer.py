@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizer training and loading.
+"""Byte-level BPE tokenizer training and loading, and readable labels for its tokens.
 
 The tokenizer is a Hugging Face `tokenizers` BPE model over bytes (no normaliser, ByteLevel
 pre-tokenizer without prefix space, no automatic BOS/EOS) saved as a tokenizer folder that
@@ -9,9 +9,13 @@ pre-tokenizer without prefix space, no automatic BOS/EOS) saved as a tokenizer f
     2 <|im_end|>      ends a chat message (eos)
 
 Every tokenizer carries the chat template of `minimind_core.chat`, where the chat format lives.
+
+`token_labels(tokenizer, ids)` gives every token a readable label, Chinese characters that are
+cut across several byte-level tokens included (lessons 01, 02, 03 and 05 print and plot them).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -92,3 +96,106 @@ def load_tokenizer(path: str | Path):
     if not getattr(tok, "chat_template", None):
         tok.chat_template = CHAT_TEMPLATE
     return tok
+
+
+# ----------------------------------------------------------------------------------------------
+# readable token labels
+
+
+@lru_cache(maxsize=1)
+def _byte_of_char() -> dict[str, int]:
+    """The inverse of the byte-level BPE alphabet (each of the 256 bytes drawn as a printable character)."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return {c: b for b, c in chars.items()}
+
+
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def _utf8_length(lead: int) -> int:
+    """Bytes of the UTF-8 character that starts with byte `lead`; 0 for a byte no character starts with."""
+    if lead < 0x80:
+        return 1
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0  # a continuation byte or an invalid lead byte
+
+
+def _token_bytes(tokenizer, ids: list[int], tokens: list) -> list[bytes | None]:
+    """The bytes each token stands for; None for a special token."""
+    decoder = _byte_of_char()
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    pieces: list[bytes | None] = []
+    for i, tok in zip(ids, tokens):
+        if i in special or tok is None:
+            pieces.append(None)
+        elif all(c in decoder for c in tok):
+            pieces.append(bytes(decoder[c] for c in tok))
+        else:  # not a byte-level token: its decoded text is all there is
+            pieces.append(tokenizer.decode([i]).encode("utf-8"))
+    return pieces
+
+
+def _label_run(stream: bytes, owner: list[int], labels: list[str]) -> None:
+    """Write the characters of one run of byte-level tokens into `labels`: each character on the
+    token that holds its first byte (owner[j] is the token of byte j)."""
+    pos = 0
+    continuation_of: set[int] = set()
+    while pos < len(stream):
+        n = _utf8_length(stream[pos])
+        try:
+            if not n or pos + n > len(stream):
+                raise UnicodeDecodeError("utf-8", stream[pos:pos + 1], 0, 1, "incomplete")
+            ch = stream[pos:pos + n].decode("utf-8")
+        except UnicodeDecodeError:
+            labels[owner[pos]] += f"\\x{stream[pos]:02x}"
+            pos += 1
+            continue
+        t = owner[pos]
+        labels[t] += _VISIBLE.get(ch, ch)
+        if owner[pos + n - 1] != t:
+            labels[t] += "…"
+            continuation_of.update(owner[j] for j in range(pos + 1, pos + n) if owner[j] != t)
+        pos += n
+    for t in continuation_of:
+        labels[t] = "·" + labels[t]
+
+
+def token_labels(tokenizer, ids) -> list[str]:
+    """One readable label per token id (a list or a 1-D tensor).
+
+    Byte-level BPE cuts Chinese characters (3 bytes in UTF-8) across tokens, so decoding one token
+    alone gives '\\ufffd'. Here each character is written on the token that holds its first byte;
+    '…' marks a character that finishes in the next token(s), a leading '·' marks bytes that finish
+    the previous token's character (a token of only such bytes reads '·'), and bytes that are not
+    valid UTF-8 show as hex (\\xe4). Special tokens keep their names; space, newline and tab show
+    as ␣ ↵ ⇥.
+    """
+    ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    labels = ["" for _ in ids]
+    stream, owner = bytearray(), []
+    # a run of byte-level tokens is labelled as one byte stream; a special token ends the run
+    for t, piece in enumerate(_token_bytes(tokenizer, ids, tokens) + [None]):
+        if piece is not None:
+            stream.extend(piece)
+            owner.extend([t] * len(piece))
+            continue
+        _label_run(bytes(stream), owner, labels)
+        stream, owner = bytearray(), []
+        if t < len(ids):
+            labels[t] = tokens[t] if tokens[t] is not None else f"<{ids[t]}>"
+    return [lab if lab else "·" for lab in labels]
+

@@ -6,7 +6,9 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from minimind_core import MiniMindConfig, MiniMindForCausalLM, count_parameters
 from minimind_core.config import swiglu_hidden_size
 from minimind_core.export import to_llama
-from minimind_core.model import apply_rope, repeat_kv, rope_tables
+from minimind_core.kv_cache import KVCache
+from minimind_core.model import (COMPONENT_ORDER, apply_rope, component_of, embedding_parameters, meta_model,
+                                 parameter_breakdown, repeat_kv, rope_tables)
 
 from conftest import small_config
 
@@ -60,6 +62,14 @@ def test_moe_names_and_aux_loss():
     model.train()
     out = model(x, labels=x)
     assert out.aux_loss.item() > 0
+    # the model's balance loss is the sum of what each MoE layer returned for this forward
+    hidden = model.model.embed_tokens(x)
+    per_layer = []
+    for layer in model.model.layers:
+        hidden, _, layer_aux = layer(hidden, (model.model.rope_cos[:16], model.model.rope_sin[:16]))
+        per_layer.append(layer_aux)
+    torch.testing.assert_close(out.aux_loss, sum(per_layer))
+    assert not hasattr(model.model.layers[0].mlp, "aux_loss")      # nothing kept on the module
     out.loss.backward()
     assert model.model.layers[0].mlp.gate.weight.grad is not None
     model.eval()
@@ -127,18 +137,74 @@ def test_kv_cache_matches_full_forward(tiny_model):
     with torch.no_grad():
         full = tiny_model(x).logits
         out = tiny_model(x[:, :6], use_cache=True)
-        k, v = out.past_key_values[0]
+        cache = out.cache
+        assert isinstance(cache, KVCache) and out.past_key_values is cache and cache.length == 6
+        k, v = cache[0]
         assert k.shape == (2, 6, 2, 16) and v.shape == (2, 6, 2, 16)  # [batch, past, kv_heads, head_dim]
         logits = [out.logits]
-        cache = out.past_key_values
         for t in range(6, 10):   # one token at a time
-            step = tiny_model(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-            cache = step.past_key_values
+            step = tiny_model(x[:, t:t + 1], cache=cache, use_cache=True)
+            assert step.cache is cache and cache.length == t + 1
             logits.append(step.logits)
         torch.testing.assert_close(torch.cat(logits, 1), full, atol=1e-5, rtol=1e-5)
         # a chunk of several new tokens after a cache uses the causal mask with an offset
-        chunk = tiny_model(x[:, 6:], past_key_values=out.past_key_values, use_cache=True)
+        cache.crop(6)
+        chunk = tiny_model(x[:, 6:], past_key_values=cache, use_cache=True)
         torch.testing.assert_close(chunk.logits, full[:, 6:], atol=1e-5, rtol=1e-5)
+
+
+def test_cached_keys_are_rotated_and_not_repeated(tiny_model):
+    """The cache holds each layer's keys after RoPE and before the KV heads are repeated."""
+    x = torch.randint(0, 300, (1, 5))
+    seen = {}
+    attn = tiny_model.model.layers[1].self_attn
+    handle = tiny_model.model.layers[1].input_layernorm.register_forward_hook(
+        lambda m, a, out: seen.__setitem__("h", out))
+    with torch.no_grad():
+        cache = tiny_model(x, use_cache=True).cache
+    handle.remove()
+    h = seen["h"]
+    k = attn.k_proj(h).view(1, 5, attn.n_kv_heads, attn.head_dim)
+    v = attn.v_proj(h).view(1, 5, attn.n_kv_heads, attn.head_dim)
+    cos, sin = tiny_model.model.rope_cos[:5], tiny_model.model.rope_sin[:5]
+    _, k_rot = apply_rope(k, k, cos, sin)
+    torch.testing.assert_close(cache[1][0], k_rot)
+    torch.testing.assert_close(cache[1][1], v)
+
+
+def test_a_preallocated_static_cache_gives_the_same_logits(tiny_model):
+    x = torch.randint(0, 300, (2, 12))
+    cache = KVCache(tiny_model.config, batch_size=2, max_len=12, dtype=torch.float32, static=True)
+    buffer = cache.keys
+    with torch.no_grad():
+        full = tiny_model(x).logits
+        got = [tiny_model(x[:, :7], cache=cache).logits]
+        got += [tiny_model(x[:, t:t + 1], cache=cache).logits for t in range(7, 12)]
+        assert cache.keys is buffer and cache.length == 12          # written in place, never moved
+        torch.testing.assert_close(torch.cat(got, 1), full, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="KVCache is full: 13 positions needed, max_len is 12"):
+            tiny_model(x[:, :1], cache=cache)
+
+
+def test_transformers_cache_is_adapted_at_the_edge(tiny_model):
+    from transformers import DynamicCache
+
+    x = torch.randint(0, 300, (2, 9))
+    hf_cache = DynamicCache(config=tiny_model.config)
+    with torch.no_grad():
+        full = tiny_model(x).logits
+        first = tiny_model(x[:, :5], cache=hf_cache, use_cache=True)
+        assert first.cache is hf_cache and hf_cache.get_seq_length() == 5
+        rest = tiny_model(x[:, 5:], cache=hf_cache, use_cache=True)
+    assert hf_cache.get_seq_length() == 9
+    torch.testing.assert_close(torch.cat([first.logits, rest.logits], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_old_tuple_caches_are_a_clear_error(tiny_model):
+    x = torch.randint(0, 300, (1, 4))
+    pairs = [(torch.zeros(1, 2, 2, 16), torch.zeros(1, 2, 2, 16))] * 2
+    with pytest.raises(TypeError, match="cache must be a minimind_core KVCache or a transformers Cache, got list"):
+        tiny_model(x, past_key_values=pairs)
 
 
 def test_padding_mask_left_padded_batch(tiny_model):
@@ -152,6 +218,46 @@ def test_padding_mask_left_padded_batch(tiny_model):
         torch.testing.assert_close(out[0, 3:], tiny_model(a).logits[0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(out[1], tiny_model(b).logits[0], atol=1e-5, rtol=1e-5)
         assert torch.isfinite(out).all()
+
+
+def test_attention_weights_from_the_model(tiny_model):
+    """output_attentions=True: one [batch, heads, q, k] tensor per layer, equal to softmax(q k^T / sqrt(d))
+    recomputed here from the layer's own projections, rows summing to 1; the output does not change."""
+    x = torch.randint(0, 300, (2, 9))
+    seen = {}
+    handle = tiny_model.model.layers[1].input_layernorm.register_forward_hook(
+        lambda m, a, out: seen.__setitem__("h", out))
+    with torch.no_grad():
+        plain = tiny_model(x)
+        out = tiny_model(x, output_attentions=True)
+    handle.remove()
+    assert plain.attentions is None
+    assert len(out.attentions) == 2 and all(w.shape == (2, 4, 9, 9) for w in out.attentions)
+    torch.testing.assert_close(out.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    attn, h = tiny_model.model.layers[1].self_attn, seen["h"]
+    q = attn.q_proj(h).view(2, 9, 4, 16)
+    k = attn.k_proj(h).view(2, 9, 2, 16)
+    q, k = apply_rope(q, k, tiny_model.model.rope_cos[:9], tiny_model.model.rope_sin[:9])
+    q, k = q.transpose(1, 2), repeat_kv(k, 2).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) / 4.0
+    scores = scores.masked_fill(torch.ones(9, 9, dtype=torch.bool).triu(1), float("-inf"))
+    torch.testing.assert_close(out.attentions[1], scores.softmax(-1), atol=1e-6, rtol=1e-5)
+    for w in out.attentions:
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 9))
+        assert bool((w.triu(diagonal=1) == 0).all()), "a query attends to a later key"
+
+
+def test_attention_weights_with_a_cache_and_padding(tiny_model):
+    x = torch.randint(3, 300, (1, 8))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        full = tiny_model(x, attention_mask=mask, output_attentions=True).attentions
+        cache = tiny_model(x[:, :6], attention_mask=mask[:, :6], use_cache=True).cache
+        step = tiny_model(x[:, 6:], attention_mask=mask, cache=cache, output_attentions=True).attentions
+    assert step[0].shape == (1, 4, 2, 8)                 # the new queries against every cached key
+    for w_full, w_step in zip(full, step):
+        torch.testing.assert_close(w_step, w_full[:, :, 6:], atol=1e-5, rtol=1e-5)
+    assert float(full[0][0, :, 2:, :2].abs().max()) == 0.0    # padding keys get no attention
 
 
 def test_rope_relative_position_property():
@@ -184,6 +290,18 @@ def test_config_rejects_bad_head_counts():
         MiniMindConfig(hidden_size=500, num_attention_heads=8)
 
 
+def test_config_ignores_minimind_flash_attn():
+    """MiniMind's config.json files carry flash_attn; it is accepted, and not kept or saved."""
+    cfg = MiniMindConfig(flash_attn=False, hidden_size=64, num_attention_heads=4)
+    assert not hasattr(cfg, "flash_attn") and "flash_attn" not in cfg.to_dict()
+
+
+def test_importing_the_model_registers_it_with_transformers():
+    from transformers import AutoConfig
+
+    assert isinstance(AutoConfig.for_model("minimind"), MiniMindConfig)
+
+
 def test_hf_generate_matches_manual_greedy(tiny_model):
     x = torch.randint(3, 300, (1, 8))
     hf = tiny_model.generate(x, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -197,3 +315,48 @@ def test_hf_generate_matches_manual_greedy(tiny_model):
 def test_too_long_sequence_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="max_position_embeddings"):
         tiny_model(torch.zeros(1, 300, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------------
+# where the parameters sit
+
+
+def test_minimind2_small_breakdown_matches_the_spec():
+    model = meta_model(MiniMindConfig())
+    assert model.lm_head.weight.device.type == "meta"
+    b = parameter_breakdown(model)
+    assert sum(b.values()) == count_parameters(model) == 25_829_888
+    assert b["embedding (tied with lm_head)"] == 6400 * 512
+    assert b["attention q"] == b["attention o"] == 8 * 512 * 512
+    assert b["attention k"] == b["attention v"] == 8 * 512 * 128
+    assert b["MLP gate"] == b["MLP up"] == b["MLP down"] == 8 * 512 * 1408
+    assert b["norms"] == 17 * 512
+    assert list(b) == [c for c in COMPONENT_ORDER if c in b]
+
+
+def test_untied_and_moe_breakdowns():
+    untied = meta_model(MiniMindConfig(tie_word_embeddings=False))
+    b = parameter_breakdown(untied)
+    assert b["embedding"] == b["lm_head"] == 6400 * 512
+    assert sum(b.values()) == 29_106_688
+    moe = parameter_breakdown(meta_model(MiniMindConfig(hidden_size=640, use_moe=True)))
+    assert sum(moe.values()) == 145_029_760
+    assert moe["MoE router"] == 8 * 4 * 640
+    assert moe["MLP gate"] == 8 * 5 * 640 * 1728          # 4 routed + 1 shared expert
+
+
+def test_component_of_rejects_unknown_names():
+    assert component_of("model.layers.3.self_attn.k_proj.weight") == "attention k"
+    assert component_of("model.layers.0.mlp.shared_experts.0.up_proj.weight") == "MLP up"
+    with pytest.raises(ValueError, match="rotary.weight"):
+        component_of("model.rotary.weight")
+
+
+def test_embedding_parameters():
+    assert embedding_parameters(6400, 512, tied=True) == 3_276_800
+    assert embedding_parameters(6400, 512, tied=False) == 6_553_600
+    for tied in (True, False):
+        cfg = small_config(tie_word_embeddings=tied)
+        m = meta_model(cfg)
+        emb = sum(v for k, v in parameter_breakdown(m).items() if k.startswith(("embedding", "lm_head")))
+        assert emb == embedding_parameters(cfg.vocab_size, cfg.hidden_size, tied)

@@ -11,6 +11,7 @@ import torch
 from minimind_core.evaluate import QARow, summarise
 from minimind_core.generate import filter_logits
 from minimind_core.viz import sampling as viz
+from minimind_core.viz.common import cjk_font
 
 
 def _logits(v=50, seed=0):
@@ -67,7 +68,7 @@ def test_undrawable_labels_fall_back_to_ids():
     labels = ["\u4e2d\u6587"] * 10                              # Chinese: drawable only with a CJK font
     fig = viz.distribution_figure(viz.filter_stages(z), labels, n=3)
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    if viz.cjk_font() is None:
+    if cjk_font() is None:
         assert ticks == [f"#{int(i)}" for i in torch.topk(z, 3).indices]
 
 

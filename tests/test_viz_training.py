@@ -1,7 +1,6 @@
 """Training pictures and widgets: figures hold the data they were given, callbacks redraw."""
 import json
 import math
-import sys
 
 import matplotlib
 
@@ -10,6 +9,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from minimind_core.launch import stream_command, torchrun_command  # noqa: E402
 from minimind_core.train import lr_at  # noqa: E402
 from minimind_core.viz import training as vt  # noqa: E402
 
@@ -173,37 +173,17 @@ def test_padding_fraction_and_figure():
         vt.padding_figure(real[0], packed)
 
 
-def test_stream_command_streams_lines_and_polls():
-    lines, polls = [], []
-    code = ("import sys, time\n"
-            "for i in range(3):\n"
-            "    print(f'line {i}', flush=True); time.sleep(0.05)\n"
-            "print('oops', file=sys.stderr); sys.exit(3)")
-    rc = vt.stream_command([sys.executable, "-c", code], on_line=lines.append, poll=lambda: polls.append(1),
-                           poll_every=0.0)
-    assert rc == 3
-    assert lines == ["line 0", "line 1", "line 2", "oops"]
-    assert len(polls) >= 2  # during the run and once at the end
-
-
-def test_torchrun_command():
-    cmd = vt.torchrun_command("pretrain", 4, profile="tiny", extra=["--no-progress"])
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert "--nproc_per_node=4" in cmd
-    assert cmd[-6:] == ["minimind_core", "train", "pretrain", "--profile", "tiny", "--no-progress"]
-
-
 @pytest.mark.slow
 def test_torchrun_run_streams_into_a_live_plot(tmp_path):
     """The notebook's several-GPU branch, on the CPU: torchrun with 2 gloo processes, output streamed,
     the live plot following the run's metrics file."""
     out = tmp_path / "run"
-    cmd = vt.torchrun_command("pretrain", 2, "smoke", extra=["--out", str(out), "--max-steps", "6", "--log-every", "2",
-                                                            "--no-progress", "--device", "cpu", "--threads", "1"])
+    cmd = torchrun_command("pretrain", 2, "smoke", extra=["--out", str(out), "--max-steps", "6", "--log-every", "2",
+                                                         "--no-progress", "--device", "cpu", "--threads", "1"])
     plot = vt.LiveTrainingPlot(total_steps=6, base_lr=3e-3, min_interval=0, display=False)
     lines = []
-    rc = vt.stream_command(cmd, on_line=lines.append, poll=lambda: plot.update_from_metrics(out), poll_every=0.0,
-                           env={"OMP_NUM_THREADS": "1"})
+    rc = stream_command(cmd, on_line=lines.append, poll=lambda: plot.update_from_metrics(out), poll_every=0.0,
+                        env={"OMP_NUM_THREADS": "1"})
     text = "\n".join(lines)
     assert rc == 0, text[-3000:]
     assert "2 rank(s)" in text and "Epoch:[1/1]" in text and "loss:" in text

@@ -6,8 +6,9 @@
     checks.check_nearest_neighbours(nearest_neighbours)      # nearest_neighbours(weight, token_id, k) -> (ids, sims)
     checks.check_count_parameters(count_minimind_parameters) # stretch: count_minimind_parameters(config) -> int
 
-The references are `torch.nn.functional.embedding`, `minimind_core.viz.embeddings` and, for the
-stretch exercise, `count_parameters` of the real model built on the meta device.
+The references are `torch.nn.functional.embedding`, `minimind_core.model.embedding_parameters`,
+`minimind_core.embeddings.nearest_neighbours` and, for the stretch exercise, `count_parameters` of
+the real model built on the meta device.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import MiniMindConfig
-from ..model import count_parameters
-from ..viz.embeddings import embedding_parameters, meta_model, nearest_neighbours
+from ..embeddings import nearest_neighbours
+from ..model import count_parameters, embedding_parameters, meta_model
 from . import CheckFailed, call_learner, check, expect_equal, expect_tensor
 
 

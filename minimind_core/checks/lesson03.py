@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..model import RMSNorm, _causal_mask, apply_rope, repeat_kv, rope_tables
+from ..model import RMSNorm, apply_rope, causal_mask, repeat_kv, rope_tables
 from . import CheckFailed, call_learner, check, expect_tensor
 
 
@@ -145,7 +145,7 @@ def _reference_step(q, k, v, past_k, past_v):
     qh = q.transpose(1, 2)
     kh = repeat_kv(k_all, n_rep).transpose(1, 2)
     vh = repeat_kv(v_all, n_rep).transpose(1, 2)
-    mask = _causal_mask(q.shape[1], past_k.shape[1], None, q.device)
+    mask = causal_mask(q.shape[1], past_k.shape[1], None, q.device)
     out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
     return out.transpose(1, 2), (k_all, v_all)
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..chat import render_chat as _render_chat
+from ..losses import IGNORE_INDEX
+from ..tokenizer import token_labels
 from . import CheckFailed, call_learner, check, expect_equal, expect_tensor
-
-IGNORE_INDEX = -100
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -89,8 +89,6 @@ def _as_list(x, what):
 
 
 def _token_text(tokenizer, i: int) -> str:
-    from ..viz.attention import token_labels
-
     return token_labels(tokenizer, [i])[0]
 
 

@@ -168,7 +168,7 @@ def check_apply_square_lora(apply_square_lora):
         got = model
     if not isinstance(got, nn.Module):
         raise CheckFailed(f"expected the adapted model (an nn.Module), got {type(got).__name__}")
-    expected_layers = lib._select(reference, "minimind")          # noqa: SLF001
+    expected_layers = lib.target_modules(reference, "minimind")
     shapes = {n: tuple(reference.get_submodule(n).weight.shape) for n in expected_layers}
     trainable = {n: p for n, p in got.named_parameters() if p.requires_grad}
 

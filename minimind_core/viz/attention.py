@@ -5,26 +5,24 @@
     rope_wavelength_figure(head_dim, theta)    wavelength of every dimension pair against the context length
     score_matrix_figure(scores)                a [positions x positions] matrix as a heatmap
     attention_weights(model, input_ids)        every layer's attention probabilities [layers, batch, heads, q, k]
-    token_labels(tokenizer, ids)               readable labels for byte-level tokens (Chinese included)
     attention_heatmap(weights, labels)         one head's attention map with token labels
     attention_explorer(model, tokenizer)       a text box + layer/head sliders -> attention heatmap
 
-The model computes attention with `F.scaled_dot_product_attention`, which does not return the
-probabilities. `attention_weights` records each attention layer's input with a forward pre-hook
-and recomputes softmax(q k^T / sqrt(d)) from that layer's own weights, so the model stays as it is.
+The probabilities come from the model itself: `model(ids, output_attentions=True).attentions`.
+Token labels are `minimind_core.tokenizer.token_labels`.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..model import _causal_mask, apply_rope, repeat_kv, rope_tables
-from .common import PngFigure, load_widgets, show
+from ..model import rope_tables
+from ..tokenizer import token_labels
+from .common import PngFigure, drawable, font_families, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,36 +143,12 @@ def rope_explorer(head_dim: int = 64, theta: float = 1e6, max_positions: int = 1
 # Attention maps of a model
 # --------------------------------------------------------------------------------------------
 
-def _attention_layers(model):
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise TypeError(f"expected a MiniMindForCausalLM or MiniMindModel, got {type(model).__name__}")
-    return [layer.self_attn for layer in layers]
-
-
-def _probabilities(attn, x, cos, sin, past, attention_mask) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) of one Attention module for its input x [b, t, hidden]."""
-    b, t, _ = x.shape
-    q = attn.q_proj(x).view(b, t, attn.n_heads, attn.head_dim)
-    k = attn.k_proj(x).view(b, t, attn.n_kv_heads, attn.head_dim)
-    q, k = apply_rope(q, k, cos, sin)
-    if past is not None:
-        k = torch.cat([past[0], k], dim=1)
-    q = q.transpose(1, 2).float()                                   # [b, heads, t, d]
-    k = repeat_kv(k, attn.n_rep).transpose(1, 2).float()           # [b, heads, past + t, d]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)
-    mask = _causal_mask(t, k.shape[2] - t, attention_mask, x.device)
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-
-
 @torch.no_grad()
 def attention_weights(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The attention probabilities of every layer and head: [layers, batch, heads, q_len, k_len].
 
-    Runs the model once; a forward pre-hook on each layer's `self_attn` sees the normed hidden
-    state that the layer attends with, and the probabilities are recomputed from the layer's own
-    q/k projections, RoPE and causal mask (the model itself uses SDPA, which returns no weights).
+    Runs the model once in eval mode with output_attentions=True: each layer then computes its
+    softmax(q k^T / sqrt(d)) explicitly and returns it (the usual path, SDPA, keeps no weights).
     """
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
@@ -182,158 +156,13 @@ def attention_weights(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     input_ids = input_ids.to(device)
     if attention_mask is not None:
         attention_mask = attention_mask.to(device)
-        if bool(attention_mask.all()):
-            attention_mask = None      # the model drops an all-ones mask too
-    layers = _attention_layers(model)
-    found: dict[int, torch.Tensor] = {}
-
-    def hook_for(i):
-        def hook(module, args):
-            x, cos, sin = args[0], args[1], args[2]
-            past = args[3] if len(args) > 3 else None
-            mask = args[5] if len(args) > 5 else attention_mask
-            found[i] = _probabilities(module, x, cos, sin, past, mask)
-        return hook
-
-    handles = [attn.register_forward_pre_hook(hook_for(i)) for i, attn in enumerate(layers)]
     was_training = model.training
     model.eval()
     try:
-        model(input_ids, attention_mask=attention_mask)
+        out = model(input_ids, attention_mask=attention_mask, output_attentions=True)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
-    return torch.stack([found[i] for i in range(len(layers))]).cpu()
-
-
-_BYTE_OF_CHAR: dict[str, int] | None = None
-
-
-def _byte_decoder() -> dict[str, int]:
-    """The inverse of the byte-level BPE alphabet (each byte drawn as a printable character)."""
-    global _BYTE_OF_CHAR
-    if _BYTE_OF_CHAR is None:
-        printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                     + list(range(ord("®"), ord("ÿ") + 1)))
-        chars, extra = {}, 0
-        for b in range(256):
-            if b in printable:
-                chars[b] = chr(b)
-            else:
-                chars[b] = chr(256 + extra)
-                extra += 1
-        _BYTE_OF_CHAR = {c: b for b, c in chars.items()}
-    return _BYTE_OF_CHAR
-
-
-_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
-
-
-def _utf8_length(lead: int) -> int:
-    if lead < 0x80:
-        return 1
-    if 0xC2 <= lead <= 0xDF:
-        return 2
-    if 0xE0 <= lead <= 0xEF:
-        return 3
-    if 0xF0 <= lead <= 0xF4:
-        return 4
-    return 0  # a continuation byte or an invalid lead byte
-
-
-def token_labels(tokenizer, ids) -> list[str]:
-    """One readable label per token id.
-
-    Byte-level BPE cuts Chinese characters (3 bytes in UTF-8) across tokens, so decoding one token
-    alone gives '\\ufffd'. Here each character is written on the token that holds its first byte;
-    '…' marks a character that finishes in the next token(s), a leading '·' marks bytes that finish
-    the previous token's character (a token of only such bytes reads '·'), and bytes that are not
-    valid UTF-8 show as hex (\\xe4). Special tokens keep their names; space, newline and tab show
-    as ␣ ↵ ⇥.
-    """
-    ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
-    decoder = _byte_decoder()
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    pieces: list[bytes | None] = []
-    for i, tok in zip(ids, tokens):
-        if i in special or tok is None:
-            pieces.append(None)
-        elif all(c in decoder for c in tok):
-            pieces.append(bytes(decoder[c] for c in tok))
-        else:  # not a byte-level token: its decoded text is all there is
-            pieces.append(tokenizer.decode([i]).encode("utf-8"))
-
-    # walk the byte stream of each run of non-special tokens, giving every character to the token
-    # that holds its first byte
-    labels = ["" for _ in ids]
-    owner: list[int] = []
-    stream = bytearray()
-
-    def flush():
-        pos = 0
-        continuation_of: set[int] = set()
-        while pos < len(stream):
-            n = _utf8_length(stream[pos])
-            chunk = bytes(stream[pos:pos + n]) if n else b""
-            try:
-                if not n or pos + n > len(stream):
-                    raise UnicodeDecodeError("utf-8", chunk, 0, 1, "incomplete")
-                ch = chunk.decode("utf-8")
-            except UnicodeDecodeError:
-                labels[owner[pos]] += f"\\x{stream[pos]:02x}"
-                pos += 1
-                continue
-            t = owner[pos]
-            labels[t] += _VISIBLE.get(ch, ch)
-            if owner[pos + n - 1] != t:
-                labels[t] += "…"
-                for j in range(pos + 1, pos + n):
-                    if owner[j] != t:
-                        continuation_of.add(owner[j])
-            pos += n
-        for t in continuation_of:
-            labels[t] = "·" + labels[t]
-        stream.clear()
-        owner.clear()
-
-    for t, piece in enumerate(pieces):
-        if piece is None:
-            flush()
-            labels[t] = tokens[t] if tokens[t] is not None else f"<{ids[t]}>"
-            continue
-        stream.extend(piece)
-        owner.extend([t] * len(piece))
-    flush()
-    return [lab if lab else "·" for lab in labels]
-
-
-@lru_cache(maxsize=1)
-def cjk_font() -> str | None:
-    """The name of an installed font with Chinese glyphs, or None (matplotlib's default has none)."""
-    from matplotlib import font_manager
-
-    wanted = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
-              "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Sarasa")
-    for f in font_manager.fontManager.ttflist:
-        if any(w.lower() in f.name.lower() for w in wanted):
-            return f.name
-    return None
-
-
-@lru_cache(maxsize=4)
-def _charmap(family: str) -> frozenset:
-    from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
-
-    path = font_manager.findfont(font_manager.FontProperties(family=family))
-    return frozenset(FT2Font(path).get_charmap())
-
-
-def _drawable(label: str, families: list[str]) -> bool:
-    maps = [_charmap(f) for f in families]
-    return all(any(ord(c) in m for m in maps) for c in label)
+    return torch.stack(out.attentions).cpu()
 
 
 def attention_heatmap(weights, labels: list[str] | None = None, title: str = "") -> Figure:
@@ -345,7 +174,7 @@ def attention_heatmap(weights, labels: list[str] | None = None, title: str = "")
     if w.dim() != 2 or w.shape[0] > w.shape[1]:
         raise ValueError(f"expected a [queries, keys] matrix, got shape {tuple(w.shape)}")
     n_q, n_k = w.shape
-    families = ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
+    families = font_families()
     size = max(4.5, min(12.0, 0.26 * n_k + 2.5))
     fig = PngFigure(figsize=(size + 1.2, size), layout="constrained")
     ax = fig.subplots()
@@ -353,7 +182,7 @@ def attention_heatmap(weights, labels: list[str] | None = None, title: str = "")
     if labels is not None:
         if len(labels) != n_k:
             raise ValueError(f"{len(labels)} labels for {n_k} key positions")
-        ticks = [f"{i}:{lab}" if _drawable(lab, families) else f"{i}" for i, lab in enumerate(labels)]
+        ticks = [f"{i}:{lab}" if drawable(lab, families) else f"{i}" for i, lab in enumerate(labels)]
         fontsize = 9 if n_k <= 24 else (7 if n_k <= 48 else 5)
         ax.set_xticks(range(n_k), ticks, rotation=90, fontsize=fontsize, fontfamily=families)
         ax.set_yticks(range(n_q), ticks[n_k - n_q:], fontsize=fontsize, fontfamily=families)
@@ -440,4 +269,4 @@ def attention_explorer(model, tokenizer, text: str = "The quick brown fox jumps 
 
 
 __all__ = ["rope_rotation_figure", "rope_explorer", "rope_wavelength_figure", "score_matrix_figure",
-           "attention_weights", "token_labels", "cjk_font", "attention_heatmap", "attention_explorer"]
+           "attention_weights", "attention_heatmap", "attention_explorer"]

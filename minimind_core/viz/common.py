@@ -3,13 +3,15 @@
     PngFigure      a matplotlib Figure that shows itself as a PNG in Jupyter, without pyplot
     load_widgets() the ipywidgets module, with a clear message when it is missing
     show(out, fig) replace what an ipywidgets Output shows with `fig`
-    meta_model(config)   the model on the `meta` device: every shape, no memory
+    cjk_font()     the name of an installed font with Chinese glyphs, or None
+    font_families()        the fonts tick labels are drawn with (DejaVu Sans, then a CJK font if any)
+    drawable(label, families)   whether those fonts have a glyph for every character of `label`
 """
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 
-import torch
 from matplotlib.figure import Figure
 
 
@@ -40,10 +42,35 @@ def show(out, fig) -> None:
         display(fig)
 
 
-def meta_model(config):
-    """`MiniMindForCausalLM(config)` on the meta device: every parameter has its shape, none has
-    memory, so even a 100M-parameter model costs nothing to inspect."""
-    from ..model import MiniMindForCausalLM
+@lru_cache(maxsize=1)
+def cjk_font() -> str | None:
+    """The name of an installed font with Chinese glyphs, or None (matplotlib's default has none)."""
+    from matplotlib import font_manager
 
-    with torch.device("meta"):
-        return MiniMindForCausalLM(config)
+    wanted = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
+              "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Sarasa")
+    for f in font_manager.fontManager.ttflist:
+        if any(w.lower() in f.name.lower() for w in wanted):
+            return f.name
+    return None
+
+
+def font_families() -> list[str]:
+    """Matplotlib's default font, then a CJK font when one is installed (for Chinese labels)."""
+    return ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
+
+
+@lru_cache(maxsize=4)
+def _charmap(family: str) -> frozenset:
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    path = font_manager.findfont(font_manager.FontProperties(family=family))
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def drawable(label: str, families: list[str]) -> bool:
+    """True when one of `families` has a glyph for every character of `label` (otherwise matplotlib
+    would draw empty boxes and warn)."""
+    maps = [_charmap(f) for f in families]
+    return all(any(ord(c) in m for m in maps) for c in label)

@@ -1,21 +1,16 @@
 """Pictures and widgets for lesson 02: token embeddings (词嵌入) and where the parameters sit.
 
-    meta_model(config)                          the model built on the meta device (shapes only, no memory)
-    component_of(name, tied)                    which part of the model a parameter name belongs to
-    parameter_breakdown(model)                  {component: parameters}, the tied matrix counted once
     parameter_breakdown_figure(breakdown)       a bar per component, with counts and shares
-    embedding_parameters(vocab, hidden, tied)   parameters of the input + output embeddings
-    nearest_neighbours(weight, query, k)        the k tokens of highest cosine similarity
-    word_vector(weight, tokenizer, word)        a word's vector: the mean of its tokens' embeddings
-    pca_2d(x)                                   the first two principal components (SVD, signs fixed)
     default_word_groups(profile)                groups of words to label (cities, foods, ...)
     projection_figure(points, labels, groups)   a 2-D scatter of labelled words, coloured by group
     embedding_explorer(model, tokenizer, groups) a word box -> its nearest tokens and the 2-D picture
+
+The numbers behind them live with what they describe: parameter counts and their breakdown by
+component in `minimind_core.model`, neighbours, word vectors and PCA in `minimind_core.embeddings`.
 """
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -23,55 +18,13 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .attention import token_labels
-from .common import PngFigure, load_widgets, meta_model, show
+from ..embeddings import embedding_matrix, nearest_neighbours, pca_basis, word_vector
+from ..tokenizer import token_labels
+from .common import PngFigure, load_widgets, show
 
 # --------------------------------------------------------------------------------------------
 # Where the parameters sit
 # --------------------------------------------------------------------------------------------
-
-
-_ATTN = re.compile(r"\.self_attn\.([qkvo])_proj\.")
-_MLP = re.compile(r"\.(gate|up|down)_proj\.")
-
-
-def component_of(name: str, tied: bool = True) -> str:
-    """The component a parameter belongs to, from its (Hugging Face Llama) name.
-
-    embedding / lm_head, attention q|k|v|o, MLP gate|up|down (routed and shared experts of an MoE
-    model included), MoE router, norms."""
-    if name.startswith("model.embed_tokens."):
-        return "embedding (tied with lm_head)" if tied else "embedding"
-    if name.startswith("lm_head."):
-        return "lm_head"
-    m = _ATTN.search(name)
-    if m:
-        return f"attention {m.group(1)}"
-    if ".mlp." in name:
-        m = _MLP.search(name)
-        if m:
-            return f"MLP {m.group(1)}"
-        if name.endswith(".mlp.gate.weight"):
-            return "MoE router"
-    if "layernorm" in name or name.startswith("model.norm."):
-        return "norms"
-    raise ValueError(f"parameter {name!r}: no component known for this name")
-
-
-COMPONENT_ORDER = ["embedding (tied with lm_head)", "embedding", "lm_head", "attention q", "attention k",
-                   "attention v", "attention o", "MLP gate", "MLP up", "MLP down", "MoE router", "norms"]
-
-
-def parameter_breakdown(model) -> dict[str, int]:
-    """{component: number of parameters} over `model.named_parameters()` (which lists a tied
-    matrix once), in COMPONENT_ORDER. The values sum to `count_parameters(model)`."""
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    counts: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        c = component_of(name, tied)
-        counts[c] = counts.get(c, 0) + p.numel()
-    return {c: counts[c] for c in COMPONENT_ORDER if c in counts}
-
 
 def parameter_breakdown_figure(breakdown: dict[str, int], title: str = "") -> Figure:
     """One horizontal bar per component: its parameters and its share of the total."""
@@ -95,87 +48,9 @@ def parameter_breakdown_figure(breakdown: dict[str, int], title: str = "") -> Fi
     return fig
 
 
-def embedding_parameters(vocab_size: int, hidden_size: int, tied: bool = True) -> int:
-    """Parameters of the input embedding and the output projection (lm_head, no bias):
-    one vocab x hidden matrix when they are tied, two when not."""
-    return vocab_size * hidden_size * (1 if tied else 2)
-
-
 # --------------------------------------------------------------------------------------------
 # Neighbours and projections
 # --------------------------------------------------------------------------------------------
-
-def _weight(model_or_weight) -> torch.Tensor:
-    if isinstance(model_or_weight, torch.Tensor):
-        w = model_or_weight
-    else:
-        w = model_or_weight.get_input_embeddings().weight
-    return w.detach().float().cpu()
-
-
-def nearest_neighbours(weight, query, k: int = 8, exclude: Sequence[int] | None = None):
-    """The `k` rows of `weight` ([vocab, hidden]) most cosine-similar to `query`.
-
-    `query` is a token id (that token itself is left out) or a vector of size hidden. `exclude`:
-    more ids to leave out. Returns (ids LongTensor [k], similarities FloatTensor [k]), most
-    similar first."""
-    w = _weight(weight)
-    skip = set(int(i) for i in (exclude or []))
-    if isinstance(query, int) or (isinstance(query, torch.Tensor) and query.dim() == 0):
-        qid = int(query)
-        if not 0 <= qid < w.shape[0]:
-            raise ValueError(f"token id {qid} is outside the vocabulary (0..{w.shape[0] - 1})")
-        skip.add(qid)
-        q = w[qid]
-    else:
-        q = torch.as_tensor(query).detach().float().cpu()
-        if q.shape != (w.shape[1],):
-            raise ValueError(f"query vector has shape {tuple(q.shape)}, expected ({w.shape[1]},)")
-    sims = F.cosine_similarity(w, q[None, :], dim=-1)
-    if skip:
-        sims[list(skip)] = -float("inf")
-    k = min(k, w.shape[0] - len(skip))
-    top = sims.topk(k)
-    return top.indices, top.values
-
-
-def _word_ids(tokenizer, word: str) -> list[int]:
-    # in running text an English word follows a space, and byte-level BPE keeps that space
-    text = (" " + word) if word[:1].isascii() and word[:1].isalpha() else word
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def word_vector(weight, tokenizer, word: str):
-    """(vector, ids): the mean embedding of the tokens of `word` (English words with their leading
-    space, as they appear mid-sentence)."""
-    w = _weight(weight)
-    ids = _word_ids(tokenizer, word)
-    if not ids:
-        raise ValueError("empty word: type a word or a token")
-    return w[ids].mean(0), ids
-
-
-def pca_basis(x):
-    """(mean [1, d], components [2, d]) of the rows of `x` ([n >= 2, d]): centre, SVD, keep the two
-    leading directions. Each direction's sign is fixed (largest loading positive), so the picture
-    does not flip between runs; with d == 1 the second direction is zero."""
-    x = torch.as_tensor(x).detach().float().cpu()
-    if x.dim() != 2 or x.shape[0] < 2:
-        raise ValueError(f"expected an [n >= 2, d] matrix, got shape {tuple(x.shape)}")
-    mean = x.mean(0, keepdim=True)
-    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    comps = vh[:2]
-    comps = comps * torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
-    if comps.shape[0] < 2:
-        comps = torch.cat([comps, torch.zeros_like(comps)], 0)
-    return mean, comps
-
-
-def pca_2d(x) -> torch.Tensor:
-    """The rows of `x` ([n, d]) projected on their first two principal components ([n, 2])."""
-    mean, comps = pca_basis(x)
-    return (torch.as_tensor(x).detach().float().cpu() - mean) @ comps.T
-
 
 def default_word_groups(profile) -> dict[str, list[tuple[str, str]]]:
     """Groups of (word, label) to show in the embedding picture.
@@ -245,7 +120,7 @@ class EmbeddingView:
     the word and its nearest labelled words marked."""
 
     def __init__(self, model_or_weight, tokenizer, groups: dict):
-        self.weight = _weight(model_or_weight)
+        self.weight = embedding_matrix(model_or_weight)
         self.tokenizer = tokenizer
         self.words, self.labels, self.groups = [], [], []
         vecs = []
@@ -327,6 +202,5 @@ def embedding_explorer(model, tokenizer, groups: dict, word: str | None = None, 
     return box
 
 
-__all__ = ["meta_model", "component_of", "parameter_breakdown", "parameter_breakdown_figure",
-           "embedding_parameters", "nearest_neighbours", "word_vector", "pca_basis", "pca_2d", "default_word_groups",
-           "projection_figure", "EmbeddingView", "neighbours_html", "embedding_explorer", "COMPONENT_ORDER"]
+__all__ = ["parameter_breakdown_figure", "default_word_groups", "projection_figure", "EmbeddingView",
+           "neighbours_html", "embedding_explorer"]

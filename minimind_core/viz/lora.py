@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .common import PngFigure, meta_model
+from ..lora import LoRALinear, target_modules
+from ..model import count_parameters, meta_model
+from .common import PngFigure
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TARGET_SETS = {"MiniMind: q_proj, o_proj (square layers)": "minimind",
@@ -37,11 +39,9 @@ def _config_of(config_or_model):
 
 def lora_targets(config, targets="minimind") -> list[tuple[str, int, int]]:
     """(module name, in_features, out_features) of every layer `targets` picks (see lora.apply_lora)."""
-    from ..lora import _select
-
     model = meta_model(_config_of(config))
     out = []
-    for name in _select(model, targets):
+    for name in target_modules(model, targets):
         w = model.get_submodule(name).weight
         out.append((name, int(w.shape[1]), int(w.shape[0])))
     return out
@@ -56,8 +56,6 @@ def lora_parameter_count(config, rank: int, targets="minimind") -> int:
 
 def base_parameter_count(config) -> int:
     """Parameters of the base model (tied embedding counted once)."""
-    from ..model import count_parameters
-
     return count_parameters(meta_model(_config_of(config)))
 
 
@@ -161,8 +159,6 @@ def rank_explorer(config, ranks: Sequence[int] = DEFAULT_RANKS, target_sets: dic
 def delta_weight_figure(layer, name: str = "", max_cells: int = 64) -> Figure:
     """A LoRALinear's update: the top-left corner of W, of B A * scale, and the singular values
     of B A * scale (at most `rank` of them are non-zero: the update is low-rank by construction)."""
-    from ..lora import LoRALinear
-
     if not isinstance(layer, LoRALinear):
         raise TypeError(f"expected a LoRALinear layer, got {type(layer).__name__}")
     with torch.no_grad():

@@ -26,8 +26,8 @@ import torch
 from matplotlib.figure import Figure
 
 from ..generate import filter_logits
-from .attention import _drawable, cjk_font, token_labels
-from .common import PngFigure, load_widgets, show
+from ..tokenizer import token_labels
+from .common import PngFigure, drawable, font_families, load_widgets, show
 
 KEPT = "#2f6db5"
 REMOVED = "#c9c9c9"
@@ -89,17 +89,13 @@ def _labels(labels, n_vocab: int) -> list[str]:
 
 
 def vocab_labels(tokenizer, ids) -> list[str]:
-    """A readable label for each id in `ids`, decoded one token at a time (see attention.token_labels)."""
+    """A readable label for each id in `ids`, decoded one token at a time (see tokenizer.token_labels)."""
     return [token_labels(tokenizer, [int(i)])[0] for i in ids]
 
 
 def _tick(label: str, token_id: int, families: list[str]) -> str:
     """The label when the installed fonts can draw it, else the token id."""
-    return label if label and _drawable(label, families) else f"#{token_id}"
-
-
-def _families() -> list[str]:
-    return ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
+    return label if label and drawable(label, families) else f"#{token_id}"
 
 
 def distribution_figure(stages: Mapping[str, torch.Tensor], labels=None, n: int = 20, title: str = "",
@@ -119,7 +115,7 @@ def distribution_figure(stages: Mapping[str, torch.Tensor], labels=None, n: int 
     else:
         token_ids = [int(i) for i in token_ids][:n]
         tick_labels = list(labels)[:len(token_ids)] if labels is not None else [f"#{i}" for i in token_ids]
-    families = _families()
+    families = font_families()
     ticks = [_tick(lab, i, families) for lab, i in zip(tick_labels, token_ids)]
     fig = PngFigure(figsize=(min(4.2 * len(names), 17), 3.6), layout="constrained")
     axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]

@@ -23,9 +23,10 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from ..losses import IGNORE_INDEX
+from ..tokenizer import token_labels
 from .common import PngFigure
 
-IGNORE_INDEX = -100
 TRAINED_BG = "#b7f0c0"
 TRAINED_BORDER = "#1a7f37"
 SPECIAL_BG = "#dde3ea"
@@ -40,11 +41,9 @@ def _as_list(x) -> list[int]:
 def mask_rows(tokenizer, input_ids, labels) -> list[tuple[str, bool, bool]]:
     """One (readable label, trained, special) triple per token.
 
-    Labels come from `viz.attention.token_labels` (byte-level pieces of Chinese characters are
+    Labels come from `tokenizer.token_labels` (byte-level pieces of Chinese characters are
     shown on the token holding the character's first byte; space, newline as ␣ ↵).
     """
-    from .attention import token_labels
-
     ids, labs = _as_list(input_ids), _as_list(labels)
     if len(ids) != len(labs):
         raise ValueError(f"input_ids has {len(ids)} tokens but labels has {len(labs)}; they must be the same length")

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 from matplotlib.figure import Figure
 
-from .attention import token_labels
+from ..tokenizer import token_labels
 from .common import PngFigure, load_widgets
 
 # soft background colours, cycled over the tokens (neighbours always differ)

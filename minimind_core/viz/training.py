@@ -7,23 +7,20 @@
     lr_explorer(total, base_lr, warmup)   the same with sliders
     padding_figure(padded_real, packed_ids, eos_id, lengths, seq_len)   padded vs packed batches, token by token
     padding_fraction(real_mask)           share of a batch's positions that are padding
-    stream_command(cmd, on_line, poll)    run a command (e.g. torchrun), print its output line by line
 
 The live plot redraws at most once every `min_interval` seconds (drawing a figure costs more
 than a training step of the small profiles) and always once at the end. It shows the figure
 through an IPython display handle, which is updated in place: in JupyterLab, and also in a
 notebook executed headless (`jupyter execute`, nbval), where the last picture is the one kept.
+Launching a multi-GPU run from a notebook (torchrun with its output streamed) is in launch.py.
 """
 from __future__ import annotations
 
 import io
 import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from matplotlib.colors import ListedColormap
@@ -398,49 +395,5 @@ def padding_figure(padded_real, packed_ids, eos_id: int = 2, lengths: Sequence[i
     return fig
 
 
-# --------------------------------------------------------------------------------------------
-# running a command (torchrun) with its output streamed into the notebook
-# --------------------------------------------------------------------------------------------
-
-def stream_command(cmd: Sequence[str], on_line: Callable[[str], None] | None = None,
-                   poll: Callable[[], object] | None = None, poll_every: float = 2.0, env: dict | None = None,
-                   cwd: str | Path | None = None) -> int:
-    """Run `cmd`, hand every line of its output (stdout and stderr together) to `on_line`
-    (default: print it) as it comes, call `poll()` at most every `poll_every` seconds (e.g. to
-    redraw a live plot from the run's metrics file) and once at the end. Returns the exit code.
-    """
-    on_line = on_line or (lambda s: print(s, flush=True))
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            encoding="utf-8", errors="replace", env={**os.environ, **(env or {})},
-                            cwd=None if cwd is None else str(cwd))
-    last = time.monotonic()
-    try:
-        for line in proc.stdout:
-            on_line(line.rstrip("\n"))
-            if poll is not None and time.monotonic() - last >= poll_every:
-                poll()
-                last = time.monotonic()
-        rc = proc.wait()
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-        raise
-    if poll is not None:
-        poll()
-    return rc
-
-
-def torchrun_command(stage: str, nproc: int, profile: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """`torchrun --nproc_per_node N -m minimind_core train STAGE --profile P ...` with this Python."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-           "-m", "minimind_core", "train", stage]
-    if profile:
-        cmd += ["--profile", profile]
-    return cmd + list(extra)
-
-
 __all__ = ["training_figure", "LiveTrainingPlot", "metrics_figure", "lr_curve", "lr_schedule_figure", "lr_explorer",
-           "padding_fraction", "padding_figure", "stream_command", "torchrun_command"]
+           "padding_fraction", "padding_figure"]
