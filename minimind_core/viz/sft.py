@@ -85,7 +85,7 @@ def loss_mask_html(tokenizer, input_ids, labels, title: str | None = None, show_
     return f"<div style='line-height:1.9'>{head}{''.join(parts)}</div>"
 
 
-def _drawable(label: str) -> str:
+def _boxed(label: str) -> str:
     """Characters the default matplotlib font lacks (CJK and the like) become '□'."""
     return "".join(c if ord(c) < 0x2E80 else "□" for c in label)
 
@@ -114,7 +114,7 @@ def loss_mask_figure(tokenizer, input_ids, labels, per_row: int = 12, title: str
         ax.add_patch(FancyBboxPatch(
             (c + 0.04, -r - 0.86), 0.92, 0.72, boxstyle="round,pad=0.0,rounding_size=0.08",
             facecolor=face, edgecolor=edge, lw=1.2 if trained else 0.6))
-        text = _drawable(name)
+        text = _boxed(name)
         size = 8 if len(text) <= 8 else max(5, 8 * 8 / len(text))
         ax.text(c + 0.5, -r - 0.5, text, ha="center", va="center", fontsize=size, family="monospace",
                 fontweight="bold" if special else "normal", color="black" if trained else "#444444")
