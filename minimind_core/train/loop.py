@@ -217,6 +217,7 @@ def build_run(cfg: TrainConfig, env: Env, resume_from: Path | None) -> Run:
     tokenizer = load_run_tokenizer(cfg)
     task = TASKS[cfg.stage](cfg, env, tokenizer)
     model = task.build_model(resume_from).to(env.device)
+    task.watch_balance_loss(model)
     model.train()
     params = task.trainable_parameters(model)
     if not params:

@@ -144,8 +144,21 @@ class Task:
 
     def __init__(self, cfg, env, tokenizer):
         self.cfg, self.env, self.tokenizer = cfg, env, tokenizer
+        self.balance = False  # a mixture-of-experts model also trains its router's balance loss
 
     # model -------------------------------------------------------------------------------
+    def watch_balance_loss(self, model) -> None:
+        """For a mixture-of-experts model, add the router's balance loss to the objective.
+
+        It becomes the component "aux" (one value per micro-batch, averaged over the step), while
+        "loss" keeps reporting the cross-entropy. Dense models are unchanged.
+        """
+        if not getattr(model.config, "use_moe", False) or "ce" not in self.components:
+            return
+        self.balance = True
+        self.components = {**self.components, "aux": 1.0}
+        self.primary = self.primary or "ce"
+
     def build_model(self, resume_from: Path | None):
         """The model to train, on the CPU in fp32 (weights from `resume_from` when resuming)."""
         if resume_from is not None:
@@ -164,7 +177,10 @@ class Task:
         raise NotImplementedError
 
     def counts(self, micro: dict) -> dict:
-        return {"ce": n_targets(micro["main"]["labels"])}
+        c = {"ce": n_targets(micro["main"]["labels"])}
+        if self.balance:
+            c["aux"] = 1
+        return c
 
     def tokens(self, micro: dict) -> int:
         b = micro["main"]
@@ -175,8 +191,11 @@ class Task:
     # loss --------------------------------------------------------------------------------
     def forward(self, model, micro: dict) -> Forward:
         b = micro["main"]
-        logits = model(input_ids=b["input_ids"]).logits
-        return Forward({"ce": token_ce_sum(logits, b["labels"])})
+        out = model(input_ids=b["input_ids"])
+        sums = {"ce": token_ce_sum(out.logits, b["labels"])}
+        if self.balance:
+            sums["aux"] = out.aux_loss
+        return Forward(sums)
 
     @property
     def _progress(self) -> bool:
