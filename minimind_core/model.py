@@ -1,11 +1,14 @@
-"""MiniMind2: a Llama-style decoder in a few hundred readable lines.
+"""MiniMind: a Llama-style decoder in a few hundred readable lines (MiniMind2 and MiniMind-3).
 
     tokens -> embed_tokens -> [ RMSNorm -> attention (RoPE, GQA) -> + -> RMSNorm -> SwiGLU FFN -> + ] x N
            -> RMSNorm -> lm_head (tied to embed_tokens) -> logits
 
-Parameter names are Hugging Face Llama's, so the same state dict loads into `LlamaForCausalLM`
-(dense models) and MiniMind's own `.pth` checkpoints load with `load_state_dict`. The MoE
-feed-forward of MiniMind2-MoE lives in moe.py, the KV cache in kv_cache.py.
+MiniMind-3 (config.qk_norm) adds one step inside attention: each head's query and key go through
+their own RMSNorm (`q_norm`, `k_norm`) before RoPE, which is what makes it Qwen3-shaped.
+
+Parameter names are Hugging Face's, so the same state dict loads into `LlamaForCausalLM` (dense
+MiniMind2) or `Qwen3ForCausalLM` (dense MiniMind-3), and MiniMind's own `.pth` checkpoints load
+with `load_state_dict`. The MoE feed-forward lives in moe.py, the KV cache in kv_cache.py.
 
     model(ids).logits                                   [batch, seq, vocab]
     model(ids, labels=ids).loss                         next-token cross-entropy (labels shifted here)
@@ -50,16 +53,42 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def rope_tables(head_dim: int, max_positions: int, theta: float = 1e6):
+def rope_tables(head_dim: int, max_positions: int, theta: float = 1e6, yarn: dict | None = None):
     """cos and sin tables [max_positions, head_dim] for rotate-half RoPE.
 
-    Frequency i (of head_dim/2) is theta^(-2i/head_dim); both halves of a head share it.
+    Frequency i (of head_dim/2) is theta^(-2i/head_dim); both halves of a head share it. With
+    `yarn` (config.YARN) and a table longer than yarn's original_max_position_embeddings, the
+    frequencies are first stretched by `yarn_frequencies`.
     """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    scale = 1.0
+    if yarn is not None and max_positions > yarn["original_max_position_embeddings"]:
+        inv_freq = yarn_frequencies(inv_freq, head_dim, theta, yarn)
+        scale = yarn.get("attention_factor", 1.0)
     positions = torch.arange(max_positions, dtype=torch.float32)
     angles = torch.outer(positions, inv_freq)          # [positions, head_dim/2]
     angles = torch.cat([angles, angles], dim=-1)        # [positions, head_dim]
-    return angles.cos(), angles.sin()
+    return angles.cos() * scale, angles.sin() * scale
+
+
+def yarn_frequencies(inv_freq: torch.Tensor, head_dim: int, theta: float, yarn: dict) -> torch.Tensor:
+    """YaRN: let a model trained on `original` positions read up to `factor` times more.
+
+    A pair whose frequency turns it many times within the original context (more than beta_fast
+    turns) already knows every relative distance: it keeps its frequency. A pair that turns less
+    than beta_slow times only ever saw a fraction of its circle: its frequency is divided by
+    `factor`, so the longer context maps onto the angles it saw in training. The pairs in between
+    blend the two along a linear ramp over their index.
+    """
+    original, factor = yarn["original_max_position_embeddings"], yarn["factor"]
+
+    def pair_with_turns(turns: float) -> float:   # the (fractional) pair index that turns `turns` times
+        return head_dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(pair_with_turns(yarn["beta_fast"])), 0)
+    high = min(math.ceil(pair_with_turns(yarn["beta_slow"])), head_dim // 2 - 1)
+    ramp = ((torch.arange(head_dim // 2).float() - low) / max(high - low, 1e-3)).clamp(0, 1)
+    return inv_freq * (1 - ramp) + inv_freq / factor * ramp
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +150,13 @@ def attention_with_weights(q, k, v, mask, dropout_p: float = 0.0):
 
 
 class Attention(nn.Module):
-    """Grouped-query self-attention with RoPE: n_heads query heads share n_kv_heads key/value heads."""
+    """Grouped-query self-attention with RoPE: n_heads query heads share n_kv_heads key/value heads.
+
+    With config.qk_norm (MiniMind-3, Qwen3) every head's query and key vectors are RMS-normalised
+    (with a learned weight per dimension, shared by the heads) before RoPE. The attention logits
+    q.k / sqrt(head_dim) then cannot grow just because the projections grow during training, a
+    known cause of loss spikes; the norm weights still let the model sharpen a head.
+    """
 
     def __init__(self, config: MiniMindConfig, layer_idx: int = 0):
         super().__init__()
@@ -129,12 +164,16 @@ class Attention(nn.Module):
         self.n_heads = config.num_attention_heads
         self.n_kv_heads = config.num_key_value_heads
         self.n_rep = self.n_heads // self.n_kv_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.head_dim = config.head_dim
         h = config.hidden_size
         self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(h, self.n_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(h, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.qk_norm = config.qk_norm
         self.dropout = config.dropout
 
     def forward(self, x, rope, cache=None, attention_mask=None, output_attentions=False):
@@ -148,6 +187,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)      # [batch, past + t, kv_heads, head_dim]
@@ -208,6 +249,11 @@ class DecoderLayer(nn.Module):
         return h + ffn_out, weights, aux_loss
 
 
+def model_rope_tables(config: MiniMindConfig):
+    """The RoPE tables of a model: every position up to max_position_embeddings, YaRN if switched on."""
+    return rope_tables(config.head_dim, config.max_position_embeddings, config.rope_theta, config.yarn)
+
+
 class MiniMindPreTrainedModel(PreTrainedModel):
     config_class = MiniMindConfig
     base_model_prefix = "model"
@@ -228,8 +274,7 @@ class MiniMindPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MoEGate):
             nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
         elif isinstance(module, MiniMindModel):
-            cos, sin = rope_tables(self.config.head_dim, self.config.max_position_embeddings,
-                                   self.config.rope_theta)
+            cos, sin = model_rope_tables(self.config)
             module.rope_cos.copy_(cos)
             module.rope_sin.copy_(sin)
 
@@ -243,7 +288,7 @@ class MiniMindModel(MiniMindPreTrainedModel):
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList([DecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        cos, sin = rope_tables(config.head_dim, config.max_position_embeddings, config.rope_theta)
+        cos, sin = model_rope_tables(config)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -375,7 +420,8 @@ def embedding_parameters(vocab_size: int, hidden_size: int, tied: bool = True) -
 
 
 COMPONENT_ORDER = ["embedding (tied with lm_head)", "embedding", "lm_head", "attention q", "attention k",
-                   "attention v", "attention o", "MLP gate", "MLP up", "MLP down", "MoE router", "norms"]
+                   "attention v", "attention o", "MLP gate", "MLP up", "MLP down", "MoE router", "norms",
+                   "q/k norms"]
 _ATTN_NAME = re.compile(r"\.self_attn\.([qkvo])_proj\.")
 _MLP_NAME = re.compile(r"\.(gate|up|down)_proj\.")
 
@@ -384,11 +430,13 @@ def component_of(name: str, tied: bool = True) -> str:
     """The component a parameter belongs to, from its (Hugging Face Llama) name.
 
     embedding / lm_head, attention q|k|v|o, MLP gate|up|down (routed and shared experts of an MoE
-    model included), MoE router, norms."""
+    model included), MoE router, norms, q/k norms (MiniMind-3's per-head norms in attention)."""
     if name.startswith("model.embed_tokens."):
         return "embedding (tied with lm_head)" if tied else "embedding"
     if name.startswith("lm_head."):
         return "lm_head"
+    if name.endswith((".self_attn.q_norm.weight", ".self_attn.k_norm.weight")):
+        return "q/k norms"
     m = _ATTN_NAME.search(name)
     if m:
         return f"attention {m.group(1)}"

@@ -1,4 +1,4 @@
-"""Mixture of experts (MiniMind2-MoE): a router sends each token to its top-k feed-forward experts.
+"""Mixture of experts (MiniMind2-MoE, MiniMind-3-MoE): a router sends each token to its top-k experts.
 
     x -> router (softmax over experts) -> top-k experts, weights renormalised to sum to 1
       -> sum_k weight_k * expert_k(x)  +  sum of the always-on shared experts(x)
@@ -7,6 +7,12 @@ Only the picked experts run for a token: MiniMind2-MoE holds 5 feed-forward bloc
 (4 routed + 1 shared) but each token goes through 3 (its top 2 + the shared one). Training adds a balance loss (returned with the
 output, see `MoEFeedForward.forward`) that keeps the router from sending every token to the same
 few experts.
+
+MiniMind-3-MoE is the same machinery with other settings (presets.py): 4 experts, top 1, no shared
+expert, a batch-level balance loss with weight 5e-4. Renormalising a single weight makes it exactly
+1, so there the expert's output is added unscaled and the router's weights learn from the balance
+loss alone (as in MiniMind-3; MiniMind2 renormalised only when k > 1, which changes nothing for its
+top-2 models).
 
 Parameter names follow MiniMind's (`mlp.gate.weight`, `mlp.experts.N.*`, `mlp.shared_experts.N.*`)
 so its MoE checkpoints load as they are.
@@ -39,7 +45,7 @@ class MoEGate(nn.Module):
         b, t, h = x.shape
         scores = F.linear(x.reshape(-1, h), self.weight).softmax(dim=-1)   # [b*t, experts]
         topk_weight, topk_idx = scores.topk(self.top_k, dim=-1, sorted=False)
-        if self.top_k > 1 and self.norm_topk_prob:
+        if self.norm_topk_prob:
             topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
         aux_loss = x.new_zeros(())
         if self.training and self.alpha > 0:
@@ -47,10 +53,11 @@ class MoEGate(nn.Module):
         return topk_idx, topk_weight, aux_loss
 
     def balance_loss(self, scores, topk_idx):
-        """Sequence-level balance loss: alpha * sum_e (load_e * mean score_e), averaged over sequences.
+        """Balance loss: alpha * sum_e (load_e * mean score_e).
 
-        load_e is the share of the sequence's top-k picks that went to expert e, scaled so that a
-        perfectly even router has load 1 for every expert.
+        load_e is the share of the top-k picks that went to expert e, scaled so that a perfectly even
+        router has load 1 for every expert. seq_aux (MiniMind2): per sequence, then averaged over
+        the sequences; otherwise (MiniMind-3) over every token of the batch at once.
         """
         b, t, n = scores.shape
         if self.seq_aux:
