@@ -165,6 +165,9 @@ def _load_dense(model_dir):
     if model.config.use_moe:
         raise ExportError(f"{model_dir}: a mixture-of-experts model has no `llama` GGUF equivalent; "
                           "only dense models (use_moe=False) can be exported")
+    if model.config.qk_norm:
+        raise ExportError(f"{model_dir}: a MiniMind-3 model (q/k-norm) has no `llama` GGUF equivalent; write a "
+                          "Qwen3 folder with `export qwen3` and convert it with llama.cpp's convert_hf_to_gguf.py")
     return model, tokenizer
 
 

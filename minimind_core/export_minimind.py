@@ -296,6 +296,11 @@ def export_minimind(model_dir: str | Path, out_dir: str | Path, weight: str | No
     tok_dir = out / "tokenizer"
     write_tokenizer_for_minimind(tokenizer, tok_dir)
 
+    if cfg.qk_norm:
+        notes.append("This is a MiniMind-3 model (q/k-norm): MiniMind2's eval_model.py cannot build it. MiniMind-3's "
+                     f"code loads the same file with `python eval_llm.py --weight {weight} --hidden_size "
+                     f"{cfg.hidden_size} --num_hidden_layers {cfg.num_hidden_layers}"
+                     f"{' --use_moe 1' if cfg.use_moe else ''}` when its other settings are MiniMind-3's.")
     exp = MiniMindExport(out_dir=out, weights=weights, lora=lora_path, command=eval_command(cfg, weight, eval_lora),
                          config_edits=config_edits(cfg), notes=notes)
     exp.readme = out / "README.txt"

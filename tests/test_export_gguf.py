@@ -184,6 +184,13 @@ def test_bad_requests_are_refused_in_one_line(course, tmp_path):
     tok.save_pretrained(moe_dir)
     with pytest.raises(ExportError, match="mixture-of-experts"):
         export_gguf(moe_dir, tmp_path / "m.gguf")
+    qwen3 = MiniMindForCausalLM(MiniMindConfig.preset("minimind-3", hidden_size=64, num_hidden_layers=1,
+                                                   num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                                   intermediate_size=128, vocab_size=2048))
+    qwen3.save_pretrained(tmp_path / "m3")
+    tok.save_pretrained(tmp_path / "m3")
+    with pytest.raises(ExportError, match="MiniMind-3 model .* `export qwen3`"):
+        export_gguf(tmp_path / "m3", tmp_path / "m.gguf")
     from tokenizers import pre_tokenizers
 
     other = load_tokenizer_for(run)

@@ -152,6 +152,20 @@ def test_moe_file_name_and_flag(tmp_path):
     _reload(exp.weights, cfg)
 
 
+def test_a_minimind3_model_names_minimind3s_script(tmp_path):
+    torch.manual_seed(0)
+    cfg = MiniMindConfig.preset("minimind-3", hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=16, intermediate_size=128, vocab_size=2048)
+    run = tmp_path / "run"
+    save_checkpoint(run, 1, model=MiniMindForCausalLM(cfg), tokenizer=load_tokenizer(get_profile("smoke").tokenizer),
+                    info={"stage": "sft"})
+    exp = export_minimind(run, tmp_path / "out")
+    readme = exp.readme.read_text(encoding="utf-8")
+    assert "python eval_llm.py --weight full_sft --hidden_size 64 --num_hidden_layers 1`" in readme
+    assert "MiniMind2's eval_model.py cannot build it" in readme
+    _reload(exp.weights, cfg)
+
+
 def test_command_line_prints_the_eval_command(tmp_path, capsys):
     from minimind_core.cli import main
 

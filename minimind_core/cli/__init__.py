@@ -2,7 +2,7 @@
 
     data       check | sample | download      cli/data.py
     tokenizer  train                          cli/tokenizer.py
-    export     llama | gguf | minimind        cli/export.py
+    export     hf | llama | qwen3 | gguf | minimind   cli/export.py
     serve      an OpenAI-compatible server    cli/serve.py
     train      pretrain | sft | lora | dpo | distill   cli/train.py
     eval       qa | ppl                       cli/eval.py

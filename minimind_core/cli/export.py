@@ -1,5 +1,6 @@
-"""`export llama | gguf | minimind`: a trained model as a transformers Llama folder, one GGUF file
-for llama.cpp and Ollama, or MiniMind's own `.pth` weights."""
+"""`export hf | llama | qwen3 | gguf | minimind`: a trained model as a transformers folder (Llama for
+MiniMind2, Qwen3 for MiniMind-3; `hf` picks from the model's config), one GGUF file for llama.cpp
+and Ollama, or MiniMind's own `.pth` weights."""
 from __future__ import annotations
 
 from .errors import CLIError
@@ -8,10 +9,13 @@ from .errors import CLIError
 def add_parsers(sub) -> None:
     p = sub.add_parser("export", help="export a trained model to other formats")
     esub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
-    e = esub.add_parser("llama", help="write a transformers LlamaForCausalLM folder")
-    e.add_argument("--model", required=True, help="a model folder or a run folder")
-    e.add_argument("--out", required=True)
-    e.set_defaults(handler=run_llama)
+    for name, what in (("hf", "a transformers folder: Llama (MiniMind2) or Qwen3 (MiniMind-3), from the config"),
+                       ("llama", "a transformers LlamaForCausalLM folder (MiniMind2 models)"),
+                       ("qwen3", "a transformers Qwen3ForCausalLM / Qwen3MoeForCausalLM folder (MiniMind-3 models)")):
+        e = esub.add_parser(name, help=f"write {what}")
+        e.add_argument("--model", required=True, help="a model folder, a run folder or a LoRA adapter folder")
+        e.add_argument("--out", required=True)
+        e.set_defaults(handler=run_hf, family=None if name == "hf" else name)
 
     g = esub.add_parser("gguf", help="write one GGUF file for llama.cpp and Ollama")
     g.add_argument("--model", required=True, help="a model folder, a run folder or a LoRA adapter folder")
@@ -32,16 +36,17 @@ def add_parsers(sub) -> None:
     m.set_defaults(handler=run_minimind)
 
 
-def run_llama(args) -> int:
-    """`export llama --model DIR --out DIR`; a missing or unusable model is a CheckpointError
-    (printed by cli.main), a model with no Llama equivalent (MoE) a ValueError."""
-    from ..export import export_llama
+def run_hf(args) -> int:
+    """`export hf | llama | qwen3 --model DIR --out DIR`; a missing or unusable model is a
+    CheckpointError (printed by cli.main), a model of another family (or of none) a ValueError."""
+    from ..export import export_hf
 
     try:
-        out = export_llama(args.model, args.out)
+        out, family = export_hf(args.model, args.out, family=args.family)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    print(f"wrote a LlamaForCausalLM folder to {out}")
+    cls = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}[family]
+    print(f"wrote a {cls} folder to {out}")
     print(f"load it with: AutoModelForCausalLM.from_pretrained({str(out)!r})")
     return 0
 
