@@ -213,3 +213,53 @@ def test_bad_head_dim_is_refused():
     with pytest.raises(ValueError, match="or give head_dim"):
         MiniMindConfig(hidden_size=100, num_attention_heads=8)
     assert MiniMindConfig(hidden_size=100, num_attention_heads=8, num_key_value_heads=4, head_dim=16).head_dim == 16
+
+
+# ----------------------------------------------------------------------------------------------
+# choosing the model of a training run
+
+
+def test_train_model_flag_replaces_the_profiles_model(capsys):
+    from minimind_core.cli import build_parser, main
+    from minimind_core.cli.train import train_kwargs
+    from minimind_core.train import resolve_config
+
+    args = build_parser().parse_args(["train", "pretrain", "--profile", "full", "--model", "minimind-3"])
+    kw = train_kwargs(args)
+    assert kw["model"] == "minimind-3"
+    cfg = resolve_config("pretrain", "full", **kw)
+    assert MiniMindConfig(**cfg.model).to_dict() == MiniMindConfig.preset("minimind-3").to_dict()
+    assert resolve_config("pretrain", "full").model == {}        # without --model: the profile's (MiniMind2-Small)
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", "pretrain", "--model", "minimind-4"])
+    assert e.value.code == 2 and "'minimind-3-moe'" in capsys.readouterr().err
+    # a stage that continues a trained model keeps that model's shape
+    assert main(["train", "sft", "--profile", "smoke", "--model", "minimind-3"]) == 2
+    assert "--model shapes a new model, but this sft run starts from" in capsys.readouterr().err
+
+
+def test_a_minimind3_moe_shaped_model_trains(tmp_path):
+    """A smoke run of a small model of MiniMind-3-MoE's family, chosen with model=: the checkpoint
+    is that model, and the top-1 router's balance loss is logged."""
+    from test_train import make_corpus
+
+    from minimind_core.checkpoint import load_model
+    from minimind_core.train import TrainError, train
+
+    corpus = make_corpus(tmp_path / "corpus")
+    small = {"preset": "minimind-3-moe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128, "vocab_size": 400}
+    res = train("pretrain", profile="smoke", model=small, data=corpus["pretrain"], tokenizer=corpus["tokenizer"],
+                out=tmp_path / "run", cache_dir=tmp_path / "cache", seq_len=64, max_steps=6, log_every=3,
+                threads=1, progress=False)
+    config = load_model(res.run_dir).config
+    assert (config.qk_norm, config.head_dim, config.num_experts_per_tok, config.n_shared_experts) == (True, 16, 1, 0)
+    losses = [r["loss"] for r in res.metrics]
+    assert losses[-1] < losses[0]
+    # a balanced top-1-of-4 router scores 5e-4 * 4 * sum_e(load_e * mean score_e) = 5e-4 per layer
+    assert all(2 * 2e-4 < r["aux_loss"] < 2 * 2e-3 for r in res.metrics), res.metrics
+    too_small = r"tokenizer has 394 tokens but the new model \(the profile's, or --model's\) has vocab_size 300"
+    with pytest.raises(TrainError, match=too_small):
+        train("pretrain", profile="smoke", model={**small, "vocab_size": 300}, data=corpus["pretrain"],
+              tokenizer=corpus["tokenizer"], out=tmp_path / "run2", cache_dir=tmp_path / "cache", seq_len=64,
+              max_steps=1, threads=1, progress=False)

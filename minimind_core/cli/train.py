@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from ..errors import MiniMindError
+from ..presets import PRESET_NAMES
 from ..profiles import PROFILE_NAMES, STAGES
 from .errors import CLIError
 
@@ -32,6 +33,8 @@ def add_parsers(sub) -> None:
                                                 "checkpoint); default: the profile's previous stage")
     g.add_argument("--out", default=None, help="run folder (default: runs/<profile>/<stage>)")
     g.add_argument("--teacher", default=None, help="distill: the teacher's model or run folder")
+    g.add_argument("--model", choices=PRESET_NAMES, default=None,
+                   help="the shape of a new model (pretrain, or distill's student), in place of the profile's")
     o = p.add_argument_group("schedule")
     o.add_argument("--epochs", type=int, default=None)
     o.add_argument("--max-steps", type=int, default=None,
@@ -86,6 +89,8 @@ def train_kwargs(args) -> dict:
               distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain)
     if (args.lora_alpha is not None and args.stage != "lora") or (args.alpha is not None and args.stage != "distill"):
         raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")
+    if args.model is not None:
+        kw["model"] = args.model
     for flag in ("resume", "overwrite", "compile"):
         if getattr(args, flag):
             kw[flag] = True

@@ -122,7 +122,9 @@ def train(stage: str, profile=None, callbacks: Iterable = (), **overrides) -> Ru
                 accum, lr, warmup, seq_len, seed, log_every, save_every, keep, resume, overwrite,
                 dtype, compile, device, num_workers, cache_dir, threads, progress, tokenizer) or a
                 stage knob (lora_rank, lora_alpha, lora_targets, dpo_beta, dpo_score, distill_alpha,
-                distill_temperature, teacher, student, mix_pretrain, mix_batch_size)
+                distill_temperature, teacher, student, mix_pretrain, mix_batch_size), or
+                model: the shape of a new model, a preset name ("minimind-3") or MiniMindConfig
+                arguments (plan.model_arguments)
     """
     cfg = resolve_config(stage, profile, **overrides)
     env = setup_env(cfg)

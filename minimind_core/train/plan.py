@@ -31,15 +31,17 @@ from .tasks import TASKS, load_run_tokenizer
 def resolve_config(stage: str, profile=None, **overrides) -> TrainConfig:
     """Fill every option from the profile's recipe for `stage`, then apply `overrides`.
 
-    overrides: TrainConfig's run options and the stage knobs by name (config.OVERRIDE_NAMES);
-    `None` means "the default". `epochs=` without `max_steps=` trains whole epochs even when the
-    recipe has a step budget. An unknown name raises TrainError listing the valid ones.
+    overrides: TrainConfig's run options and the stage knobs by name (config.OVERRIDE_NAMES),
+    and `model=` (see `model_arguments`); `None` means "the default". `epochs=` without
+    `max_steps=` trains whole epochs even when the recipe has a step budget. An unknown name raises
+    TrainError listing the valid ones.
     """
     if stage not in STAGES:
         raise TrainError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     prof = profile if hasattr(profile, "stages") else get_profile(profile)
     recipe = prof.stage(stage)
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    model = overrides.pop("model", None)
     unknown = sorted(set(overrides) - set(OVERRIDE_NAMES))
     if unknown:
         raise TrainError(f"train() got unknown option(s) {', '.join(unknown)}; "
@@ -59,9 +61,39 @@ def resolve_config(stage: str, profile=None, **overrides) -> TrainConfig:
     for key in ("data", "out", "init", "tokenizer", "cache_dir"):
         if options.get(key) is not None:
             options[key] = Path(options[key])
+    if model is not None:
+        options["model"] = model_arguments(model)
     cfg = TrainConfig(**options, **knobs)
     _check(cfg)
+    if model is not None and cfg.init is not None:
+        raise TrainError(f"--model shapes a new model, but this {stage} run starts from the trained model "
+                         f"--init {cfg.init} and keeps its shape: drop --model")
     return cfg
+
+
+def model_arguments(model) -> dict:
+    """The MiniMindConfig arguments `model=` asks for, replacing the profile's model.
+
+    A preset name ("minimind-3", presets.PRESET_NAMES), a dict of MiniMindConfig arguments, or a
+    dict with "preset" and changes to it: {"preset": "minimind-3", "num_hidden_layers": 2}.
+    """
+    from ..presets import preset_arguments
+
+    if isinstance(model, dict):
+        args = dict(model)
+        name = args.pop("preset", None)
+    elif isinstance(model, str):
+        args, name = {}, model
+    else:
+        raise TrainError(f"model must be a preset name or a dict of MiniMindConfig arguments, got {model!r}")
+    from ..config import MiniMindConfig
+
+    try:
+        args = {**(preset_arguments(name) if name is not None else {}), **args}
+        MiniMindConfig(**args)            # a shape that cannot be built fails here, named as --model
+    except (TypeError, ValueError) as e:
+        raise TrainError(f"--model: {e}") from None
+    return args
 
 
 def _recipe_options(stage, prof, recipe) -> dict:
@@ -141,4 +173,4 @@ def plan_run(stage: str, profile=None, *, world: int | None = None, **overrides)
     return make_plan(cfg, stream.batches_per_epoch, world, task.sequences_per_example)
 
 
-__all__ = ["resolve_config", "RunPlan", "make_plan", "plan_run"]
+__all__ = ["resolve_config", "model_arguments", "RunPlan", "make_plan", "plan_run"]

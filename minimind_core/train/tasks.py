@@ -213,7 +213,7 @@ class PretrainTask(Task):
     def build_model(self, resume_from):
         if resume_from is not None or self.cfg.init is not None:
             return super().build_model(resume_from)
-        return fresh_model(self.cfg.model, self.cfg.seed, self.tokenizer, f"the {self.cfg.profile} profile's model")
+        return fresh_model(self.cfg.model, self.cfg.seed, self.tokenizer, "the new model (the profile's, or --model's)")
 
     def sources(self):
         cfg = self.cfg
