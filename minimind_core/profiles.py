@@ -38,6 +38,7 @@ class StageRecipe:
     warmup: int = 0
     log_every: int = 10
     save_every: int = 0
+    val_fraction: float = 0.0        # share of the data held out to measure val_loss (never trained on)
     init: str | None = None          # the stage whose checkpoint this stage starts from
     sft: SFTKnobs = field(default_factory=SFTKnobs)
     lora: LoRAKnobs = field(default_factory=LoRAKnobs)
@@ -73,6 +74,7 @@ def _sample(name: str) -> Path:
     return SAMPLE_DIR / name
 
 
+HOLDOUT = 0.02  # the sample corpus' pretraining and SFT files: 1 example in 50 measures val_loss
 SMALL_VOCAB = 2048  # enough for the bilingual sample corpus (1024 splits Chinese into bytes)
 
 _SMOKE = Profile(
@@ -84,9 +86,9 @@ _SMOKE = Profile(
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
         "pretrain": StageRecipe(data=_sample("pretrain.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3,
-                                seq_len=128, max_steps=30, log_every=5),
+                                seq_len=128, max_steps=30, log_every=5, val_fraction=HOLDOUT),
         "sft": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
-                           max_steps=20, log_every=5, init="pretrain"),
+                           max_steps=20, log_every=5, init="pretrain", val_fraction=HOLDOUT),
         "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3, seq_len=128,
                             max_steps=20, log_every=5, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
         "dpo": StageRecipe(data=_sample("dpo.jsonl"), epochs=1, batch_size=4, accum=1, lr=1e-4, seq_len=128,
@@ -106,9 +108,11 @@ _TINY = Profile(
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
         "pretrain": StageRecipe(data=_sample("pretrain.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3,
-                                seq_len=256, max_steps=1200, warmup=20, log_every=20, save_every=300),
+                                seq_len=256, max_steps=1200, warmup=20, log_every=20, save_every=300,
+                                val_fraction=HOLDOUT),
         "sft": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=32, accum=1, lr=1e-3, seq_len=256,
-                           max_steps=150, log_every=10, init="pretrain", sft=SFTKnobs(mix_pretrain=True)),
+                           max_steps=150, log_every=10, init="pretrain", sft=SFTKnobs(mix_pretrain=True),
+                           val_fraction=HOLDOUT),
         "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=16, accum=1, lr=2e-3, seq_len=256,
                             max_steps=60, log_every=10, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
         "dpo": StageRecipe(data=_sample("dpo.jsonl"), epochs=1, batch_size=8, accum=1, lr=5e-5, seq_len=256,
@@ -127,9 +131,10 @@ _FULL = Profile(
     eval_qa=_sample("eval_qa.jsonl"),
     stages={
         "pretrain": StageRecipe(data=DATA_DIR / "pretrain_hq.jsonl", epochs=1, batch_size=32, accum=8, lr=5e-4,
-                                seq_len=512, log_every=100, save_every=1000),
+                                seq_len=512, log_every=100, save_every=1000, val_fraction=0.005),
         "sft": StageRecipe(data=DATA_DIR / "sft_mini_512.jsonl", epochs=2, batch_size=16, accum=1, lr=5e-6,
-                           seq_len=512, log_every=100, save_every=1000, init="pretrain"),
+                           seq_len=512, log_every=100, save_every=1000, init="pretrain",
+                           val_fraction=0.005),
         "lora": StageRecipe(data=DATA_DIR / "lora_identity.jsonl", epochs=50, batch_size=32, accum=1, lr=1e-4,
                             seq_len=512, log_every=10, init="sft", lora=LoRAKnobs(rank=8, alpha=8)),
         "dpo": StageRecipe(data=DATA_DIR / "dpo.jsonl", epochs=1, batch_size=4, accum=1, lr=4e-8, seq_len=1024,

@@ -357,3 +357,81 @@ def test_mixture_of_experts_trains_its_balance_loss(corpus, tmp_path):
     # a dense run logs no aux component
     dense = run("pretrain", corpus, tmp_path / "dense", max_steps=3, log_every=3)
     assert "aux_loss" not in dense.metrics[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# validation loss
+
+
+def _heldout_loss(checkpoint, dataset, batch_size):
+    """The mean next-token loss of a saved model over `dataset`, computed without the loop."""
+    import torch.nn.functional as F
+
+    from minimind_core.checkpoint import load_model
+
+    model = load_model(checkpoint).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(dataset), batch_size):
+            ids = torch.stack([dataset[j]["input_ids"] for j in range(i, min(i + batch_size, len(dataset)))])
+            logits = model(input_ids=ids).logits
+            total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                     reduction="sum").item()
+            count += ids[:, 1:].numel()
+    return total / count
+
+
+def test_holdout_split_takes_every_kth_example_and_is_disjoint():
+    from minimind_core.train.tasks import holdout_split
+
+    data = list(range(100))
+    train_part, val_part = holdout_split(data, 0.1)
+    assert list(val_part) == list(range(9, 100, 10))
+    assert set(train_part) | set(val_part) == set(data) and not set(train_part) & set(val_part)
+    assert holdout_split(data, 0.0) == (data, None)
+    assert holdout_split(data[:1], 0.5)[1] is None   # nothing to hold out from a single example
+
+
+def test_val_loss_is_logged_and_measured_on_the_held_out_blocks(corpus, tmp_path):
+    from minimind_core.checkpoint import read_metrics
+    from minimind_core.datasets import PackedDataset, build_token_cache
+    from minimind_core.tokenizer import load_tokenizer
+    from minimind_core.train.tasks import holdout_split
+
+    result = run("pretrain", corpus, tmp_path / "r", max_steps=8, log_every=2, val_fraction=0.1, val_every=2,
+                 val_batches=100)
+    rows = read_metrics(tmp_path / "r")
+    # the first row, every second row after it and the last: steps 2, 4, 8 (not 6)
+    assert [r["step"] for r in rows if "val_loss" in r] == [2, 4, 8]
+    assert [r.get("val_loss") for r in rows] == [r.get("val_loss") for r in result.metrics]
+    cache = build_token_cache(corpus["pretrain"], load_tokenizer(corpus["tokenizer"]),
+                              cache_dir=corpus["pretrain"].parent / "cache", progress=False)
+    full = PackedDataset(cache, 64)
+    train_part, val_part = holdout_split(full, 0.1)
+    assert result.plan.batches_per_epoch == len(train_part) // 8 < len(full) // 8   # never trained on
+    assert rows[-1]["val_loss"] == pytest.approx(_heldout_loss(result.checkpoint, val_part, 8), rel=1e-5)
+    assert rows[0]["val_loss"] > rows[-1]["val_loss"]   # it learnt something that carries over
+
+
+def test_validation_does_not_change_training(corpus, tmp_path):
+    often = run("pretrain", corpus, tmp_path / "a", max_steps=6, log_every=1, val_fraction=0.1, val_every=1)
+    rarely = run("pretrain", corpus, tmp_path / "b", max_steps=6, log_every=1, val_fraction=0.1, val_every=100)
+    assert sum("val_loss" in r for r in often.metrics) == 6
+    assert sum("val_loss" in r for r in rarely.metrics) == 2   # first and last
+    assert [r["loss"] for r in often.metrics] == [r["loss"] for r in rarely.metrics]
+    wa, wb = _weights(often.checkpoint), _weights(rarely.checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sft_logs_val_loss_and_bad_val_options_are_named(corpus, tmp_path, capsys):
+    pre = run("pretrain", corpus, tmp_path / "p", max_steps=1)
+    sft = run("sft", corpus, tmp_path / "s", init=pre.run_dir, max_steps=2, log_every=1, batch_size=4,
+              val_fraction=0.25, mix_pretrain=False)
+    assert all(r["val_loss"] > 0 for r in sft.metrics)
+    assert "val_loss:" in capsys.readouterr().out   # MiniMind's log line carries it
+    no_val = run("pretrain", corpus, tmp_path / "n", max_steps=2, log_every=1, val_fraction=0)
+    assert not any("val_loss" in r for r in no_val.metrics)
+    with pytest.raises(TrainError, match="--val-fraction must be between 0 and 0.5, got 0.9"):
+        run("pretrain", corpus, tmp_path / "x", val_fraction=0.9)
+    with pytest.raises(TrainError, match="--val-every must be at least 1"):
+        run("pretrain", corpus, tmp_path / "x", val_every=0)

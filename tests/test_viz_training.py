@@ -55,6 +55,26 @@ def test_training_figure_shows_rows_baselines_and_plan():
     assert "step 40/100" in title and f"loss {rows[-1]['loss']:.3f}" in title and "tokens/s" in title
 
 
+def test_both_figures_draw_val_loss_where_it_was_logged(tmp_path):
+    rows = _rows(10)
+    for i in (0, 4, 9):
+        rows[i]["val_loss"] = 6.0 - i * 0.3
+    val_rows = [r for r in rows if "val_loss" in r]
+    fig = vt.training_figure(rows, total_steps=100)
+    val = _line(fig.axes[0], "validation loss (held out): 3.300")
+    np.testing.assert_allclose(val.get_xdata(), [r["step"] for r in val_rows])
+    np.testing.assert_allclose(val.get_ydata(), [r["val_loss"] for r in val_rows])
+    assert "val 3.300" in fig._suptitle.get_text()
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    m = vt.metrics_figure(tmp_path)
+    np.testing.assert_allclose(_line(m.axes[0], "validation loss (held out): 3.300").get_xdata(),
+                               [r["tokens"] for r in val_rows])
+    assert "validation loss 3.300" in m._suptitle.get_text()
+    assert m.axes[0].get_title() == "training and validation loss"
+    # a run without validation draws no such line
+    assert all("validation" not in l.get_label() for l in vt.training_figure(_rows(3)).axes[0].get_lines())
+
+
 def test_training_figure_without_rows_is_an_empty_frame():
     fig = vt.training_figure([], total_steps=10, base_lr=1e-3, baselines={"unigram": 5.0})
     assert [l.get_label() for l in fig.axes[1].get_lines()] == ["planned schedule"]

@@ -48,6 +48,9 @@ def add_parsers(sub) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--log-every", type=int, default=None)
     r.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (0: only at the end)")
+    r.add_argument("--val-fraction", type=float, default=None,
+                   help="share of the data held out to measure val_loss (0: none; default: the recipe's)")
+    r.add_argument("--val-every", type=int, default=None, help="val_loss at every N-th logged step (default 5)")
     r.add_argument("--keep", type=int, default=None, help="complete checkpoints to keep (default 2)")
     r.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
     r.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds a run")
@@ -83,7 +86,8 @@ def train_kwargs(args) -> dict:
     kw = dict(data=args.data, tokenizer=args.tokenizer, init=args.init, out=args.out, epochs=args.epochs,
               max_steps=args.max_steps, batch_size=args.batch_size, accum=args.accum, lr=args.lr,
               warmup=args.warmup, seq_len=args.seq_len, seed=args.seed, log_every=args.log_every,
-              save_every=args.save_every, keep=args.keep, dtype=args.dtype, device=args.device,
+              save_every=args.save_every, val_fraction=args.val_fraction,
+              val_every=args.val_every, keep=args.keep, dtype=args.dtype, device=args.device,
               num_workers=args.num_workers, cache_dir=args.cache_dir, threads=args.threads, teacher=args.teacher,
               lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, dpo_beta=args.beta, dpo_score=args.score,
               distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain)

@@ -111,6 +111,10 @@ class TrainConfig:
     seq_len: int                    # tokens per sequence
     log_every: int                  # log a row (and MiniMind's line) every N optimizer steps
     save_every: int                 # checkpoint every N steps (0: only at the end)
+    # validation: a held-out slice of the training file, never trained on
+    val_fraction: float = 0.0       # share held out (every round(1/f)-th example); 0: no validation
+    val_every: int = 5              # compute val_loss at every N-th logged row (and at the last step)
+    val_batches: int = 8            # batches of the held-out slice per evaluation (a fixed subset)
     # the run
     seed: int = 1337                # fixes fresh weights, data order and sampling
     keep: int = 2                   # complete checkpoints kept in the run folder

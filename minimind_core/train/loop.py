@@ -5,7 +5,7 @@
       build_run             3. tokenizer, model, data streams, plan, optimizer
       restore / seed_all    4. continue a checkpoint's state, or seed a fresh run
       optimizer_step        5. one optimizer step over `accum` micro-batches and every rank
-      log_step              6. a metrics row, MiniMind's log line, the callbacks
+      log_step              6. a metrics row (val_loss every few rows), MiniMind's log line, the callbacks
       save                  7. a checkpoint that a resumed run continues bit for bit
 
 Each phase is a short function that reads and updates one `Run`; the stage-specific parts
@@ -27,7 +27,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..errors import CheckpointError, NonFiniteLossError, TrainError
-from .batches import BatchStream, open_stream, to_device
+from .batches import BatchStream, Source, open_stream, to_device
 from .config import TrainConfig
 from .env import Env, precision_name, setup_env
 from .plan import RunPlan, make_plan, resolve_config
@@ -72,6 +72,7 @@ class Run:
     scaler: torch.amp.GradScaler | None  # fp16 only
     resume_from: Path | None
     fwd_model: torch.nn.Module | None = None  # what runs forward: the model, DDP- or compile-wrapped
+    val: Source | None = None          # the held-out slice val_loss is measured on (None: no validation)
     progress: Progress = field(default_factory=Progress)
     clock: Clock = field(default_factory=Clock)
     last_checkpoint: Path | None = None
@@ -229,7 +230,7 @@ def build_run(cfg: TrainConfig, env: Env, resume_from: Path | None) -> Run:
     opt = torch.optim.AdamW(params, lr=cfg.lr, fused=env.device.type == "cuda")
     scaler = torch.amp.GradScaler(env.device.type) if env.autocast_dtype == torch.float16 else None
     return Run(cfg=cfg, env=env, task=task, model=model, params=params, streams=streams, plan=plan,
-               opt=opt, scaler=scaler, resume_from=resume_from, last_checkpoint=resume_from)
+               opt=opt, scaler=scaler, resume_from=resume_from, last_checkpoint=resume_from, val=task.val)
 
 
 def wrap_model(model, cfg: TrainConfig, env: Env):
@@ -420,22 +421,61 @@ def log_step(run: Run, result: StepResult, lr: float, bar, callbacks: list) -> N
     if len(result.components) > 1 or task.primary:
         row.update({f"{c}_loss": v for c, v in result.components.items()})
     row.update(result.metrics)
+    n_row = p.step // cfg.log_every   # the first row, every val_every-th row and the last one
+    if run.val is not None and (n_row == 1 or n_row % cfg.val_every == 0 or p.step == run.plan.total_steps):
+        row["val_loss"] = validation_loss(run)  # every rank: the sums are all-reduced
     clock.last_log, clock.tokens_at_log = now, p.tokens
     if not env.is_main:
         return
     run.rows.append(row)
     run.metrics_log.write(row)
     per_micro = (now - clock.start) / max(1, clock.micro_batches)
-    left = main.batches_per_epoch - main.position if main.position else 0
+    # what is left of this epoch, or of the run when it stops before the epoch ends (max_steps)
+    left_in_epoch = main.batches_per_epoch - main.position if main.position else 0
+    left = min(left_in_epoch, (run.plan.total_steps - p.step) * cfg.accum)
     ep = min(main.epoch + 1, run.plan.epochs)
     pos = main.position or main.batches_per_epoch
-    bar.write(f"Epoch:[{ep}/{run.plan.epochs}]({pos}/{main.batches_per_epoch}) loss:{result.loss:.3f} "
+    val = f" val_loss:{row['val_loss']:.3f}" if "val_loss" in row else ""
+    bar.write(f"Epoch:[{ep}/{run.plan.epochs}]({pos}/{main.batches_per_epoch}) loss:{result.loss:.3f}{val} "
               f"lr:{lr:.12f} epoch_Time:{per_micro * left / 60:.1f}min:")
     bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
     for cb in callbacks:
         fn = _callback_fn(cb, "on_log")
         if fn is not None:
             fn(row)
+
+
+def validation_loss(run: Run) -> float:
+    """The mean next-token loss on the held-out slice: its first val_batches batches, in file order.
+
+    The same fixed examples every time, so successive values are comparable; the model is in eval
+    mode under no_grad, and nothing here touches a random generator or the training streams, so a
+    run with validation trains exactly like one without. Ranks split the examples and all-reduce
+    the loss sum and the target count.
+    """
+    from torch.utils.data import default_collate
+
+    from ..losses import n_targets, token_ce_sum
+
+    src, env, model = run.val, run.env, run.model
+    n = min(len(src.dataset), run.cfg.val_batches * src.batch_size)
+    mine = list(range(env.rank, n, env.world))
+    collate = src.collate or default_collate
+    totals = torch.zeros(2, dtype=torch.float64, device=env.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), env.autocast():
+            for i in range(0, len(mine), src.batch_size):
+                b = to_device(collate([src.dataset[j] for j in mine[i:i + src.batch_size]]), env.device)
+                logits = model(input_ids=b["input_ids"]).logits
+                totals += torch.stack([token_ce_sum(logits, b["labels"]).double(),
+                                       torch.tensor(float(n_targets(b["labels"])), dtype=torch.float64,
+                                                    device=env.device)])
+    finally:
+        model.train(was_training)
+    total = env.all_reduce(totals).cpu()
+    return float(total[0] / total[1].clamp(min=1.0))
 
 
 def _callback_fn(cb, name):
@@ -469,4 +509,4 @@ def save(run: Run) -> None:
 
 
 __all__ = ["train", "RunResult", "Run", "Progress", "prepare_run_dir", "build_run", "restore", "optimizer_step",
-           "log_step", "save"]
+           "log_step", "validation_loss", "save"]

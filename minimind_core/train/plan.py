@@ -101,7 +101,8 @@ def _recipe_options(stage, prof, recipe) -> dict:
                 init=prof.run_dir(recipe.init) if recipe.init else None, profile_tokenizer=prof.tokenizer,
                 model=dict(prof.model), epochs=recipe.epochs, max_steps=recipe.max_steps,
                 batch_size=recipe.batch_size, accum=recipe.accum, lr=recipe.lr, warmup=recipe.warmup,
-                seq_len=recipe.seq_len, log_every=recipe.log_every, save_every=recipe.save_every)
+                seq_len=recipe.seq_len, log_every=recipe.log_every, save_every=recipe.save_every,
+                val_fraction=recipe.val_fraction)
 
 
 def _resolve_mix(knobs, prof):
@@ -128,6 +129,11 @@ def _check(cfg: TrainConfig) -> None:
             raise TrainError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(cfg, k)}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise TrainError(f"--max-steps must be at least 1, got {cfg.max_steps}")
+    if not 0.0 <= float(cfg.val_fraction) <= 0.5:
+        raise TrainError(f"--val-fraction must be between 0 and 0.5, got {cfg.val_fraction}")
+    for k in ("val_every", "val_batches"):
+        if int(getattr(cfg, k)) < 1:
+            raise TrainError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(cfg, k)}")
     if cfg.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise TrainError(f"--dtype must be auto, bf16, fp16 or fp32, got {cfg.dtype!r}")
 

@@ -13,6 +13,7 @@ optimizer step, so the step's loss is exactly the token- (or pair-) weighted mea
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,27 @@ def packed_dataset(path, tokenizer, seq_len: int, env, cache_dir=None, progress=
     return PackedDataset(cache, seq_len)
 
 
+def holdout_split(dataset, fraction: float):
+    """(train, val): every round(1/fraction)-th example is held out for validation.
+
+    A stride rather than the file's tail, so the held-out slice is drawn from the whole file
+    (the sample corpus puts biographies, stories and Q&A pages in different parts). The split
+    depends only on the dataset's length, so every rank and every resumed run agrees on it.
+    `val` is None when nothing is held out.
+    """
+    from torch.utils.data import Subset
+
+    if not fraction:
+        return dataset, None
+    stride = max(2, round(1.0 / fraction))
+    n = len(dataset)
+    val = list(range(stride - 1, n, stride))
+    if not val or len(val) == n:
+        return dataset, None
+    train = [i for i in range(n) if i % stride != stride - 1]
+    return Subset(dataset, train), Subset(dataset, val)
+
+
 # ----------------------------------------------------------------------------------------------
 # the tasks
 
@@ -145,6 +167,7 @@ class Task:
     def __init__(self, cfg, env, tokenizer):
         self.cfg, self.env, self.tokenizer = cfg, env, tokenizer
         self.balance = False  # a mixture-of-experts model also trains its router's balance loss
+        self.val: Source | None = None   # the held-out slice that `sources()` set aside (val_loss)
 
     # model -------------------------------------------------------------------------------
     def watch_balance_loss(self, model) -> None:
@@ -206,7 +229,14 @@ class Task:
 
         cfg = self.cfg
         ds = SFTDataset(require_file(cfg.data, what), self.tokenizer, cfg.seq_len, progress=self._progress)
-        return Source(ds, cfg.batch_size, collate_pad, name=str(cfg.data))
+        return self._split(Source(ds, cfg.batch_size, collate_pad, name=str(cfg.data)))
+
+    def _split(self, source: Source) -> Source:
+        """Hold out cfg.val_fraction of `source` as self.val; the rest is trained on."""
+        train, val = holdout_split(source.dataset, float(self.cfg.val_fraction))
+        if val is not None:
+            self.val = dataclasses.replace(source, dataset=val, name=f"{source.name} (held out)")
+        return dataclasses.replace(source, dataset=train)
 
 
 class PretrainTask(Task):
@@ -218,7 +248,7 @@ class PretrainTask(Task):
     def sources(self):
         cfg = self.cfg
         ds = packed_dataset(cfg.data, self.tokenizer, cfg.seq_len, self.env, cfg.cache_dir, self._progress)
-        return {"main": Source(ds, cfg.batch_size, name=str(cfg.data))}
+        return {"main": self._split(Source(ds, cfg.batch_size, name=str(cfg.data)))}
 
 
 class SFTTask(Task):
@@ -388,5 +418,5 @@ class DistillTask(Task):
 TASKS = {"pretrain": PretrainTask, "sft": SFTTask, "lora": LoRATask, "dpo": DPOTask, "distill": DistillTask}
 
 
-__all__ = ["Task", "Forward", "PretrainTask", "SFTTask", "LoRATask", "DPOTask", "DistillTask", "TASKS",
+__all__ = ["holdout_split", "Task", "Forward", "PretrainTask", "SFTTask", "LoRATask", "DPOTask", "DistillTask", "TASKS",
            "load_run_tokenizer", "load_model_checked", "model_dir", "check_vocab"]

@@ -1,6 +1,6 @@
 """Pictures and widgets for training runs (lessons 04-06).
 
-    training_figure(rows, total_steps, base_lr, warmup, baselines)   loss and learning rate against the step
+    training_figure(rows, total_steps, base_lr, warmup, baselines)   loss (and val_loss) and learning rate
     LiveTrainingPlot(...)                 a train() callback that redraws that figure while the run goes on
     metrics_figure(run_dir_or_rows)       a finished (or running) run's metrics file: loss, lr, grad norm, tokens/s
     lr_schedule_figure(total, base_lr, warmup)   MiniMind's cosine schedule, with its start, end and floor marked
@@ -63,6 +63,18 @@ def _col(rows: Sequence[dict], key: str) -> np.ndarray:
     return np.array([float(r[key]) if r.get(key) is not None else np.nan for r in rows])
 
 
+VAL_COLOR = "tab:green"
+
+
+def _draw_val(ax, rows: Sequence[dict], x: np.ndarray) -> None:
+    """The rows' val_loss (logged every few rows only) as dots joined by a line, beside the training loss."""
+    val = _col(rows, "val_loss")
+    has = ~np.isnan(val)
+    if has.any():
+        ax.plot(x[has], val[has], "o-", color=VAL_COLOR, lw=1.4, ms=4,
+                label=f"validation loss (held out): {val[has][-1]:.3f}")
+
+
 # --------------------------------------------------------------------------------------------
 # loss and learning rate of a run
 # --------------------------------------------------------------------------------------------
@@ -86,6 +98,7 @@ def training_figure(rows: Sequence[dict], total_steps: int | None = None, base_l
     if len(rows):
         ax_loss.plot(steps, loss, "-", color="tab:blue", lw=1.6, marker="." if len(rows) < 40 else None,
                      label="training loss")
+    _draw_val(ax_loss, rows, steps)
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("cross-entropy (nats / token)")
     ax_loss.grid(alpha=0.3)
@@ -119,6 +132,9 @@ def training_figure(rows: Sequence[dict], total_steps: int | None = None, base_l
         last = rows[-1]
         parts = [f"step {int(last['step'])}" + (f"/{total_steps}" if total_steps else ""),
                  f"loss {float(last['loss']):.3f}"]
+        val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+        if val:
+            parts.append(f"val {float(val[-1]):.3f}")
         if last.get("tokens") is not None:
             parts.append(f"{_human(last['tokens'])} tokens")
         if last.get("tokens_per_s") is not None:
@@ -225,6 +241,7 @@ def metrics_figure(source, smooth: int = 1, baselines: dict | None = None) -> Fi
     smooth: moving-average window (in logged rows) for the loss; the raw loss stays visible.
     """
     rows = _rows_of(source)
+    val = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
     fig = PngFigure(figsize=(11, 6.4), layout="constrained")
     (a, b), (c, d) = fig.subplots(2, 2)
     steps = _col(rows, "step")
@@ -238,11 +255,12 @@ def metrics_figure(source, smooth: int = 1, baselines: dict | None = None) -> Fi
         kernel = np.ones(smooth) / smooth
         a.plot(x_tok[smooth - 1:], np.convolve(loss, kernel, mode="valid"), color="tab:blue", lw=2,
                label=f"mean of {smooth}")
+    _draw_val(a, rows, x_tok)
     a.set_xlabel("tokens seen" if x_tok is not steps else "optimizer step")
     a.set_ylabel("loss")
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
-    a.set_title("training loss", fontsize=10)
+    a.set_title("training and validation loss" if val else "training loss", fontsize=10)
     b.plot(steps, _col(rows, "lr"), color="tab:red")
     b.set_title("learning rate", fontsize=10)
     b.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
@@ -257,7 +275,9 @@ def metrics_figure(source, smooth: int = 1, baselines: dict | None = None) -> Fi
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     last = rows[-1]
-    fig.suptitle(f"{len(rows)} logged steps, last step {int(last['step'])}: loss {float(last['loss']):.3f}", fontsize=11)
+    val_text = f", validation loss {float(val[-1]):.3f}" if val else ""
+    fig.suptitle(f"{len(rows)} logged steps, last step {int(last['step'])}: loss {float(last['loss']):.3f}{val_text}",
+                 fontsize=11)
     return fig
 
 
