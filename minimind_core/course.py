@@ -12,6 +12,7 @@ are missing, they say how to fetch them and stop.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -77,12 +78,14 @@ def checkpoint_of(stage: str, profile=None) -> Path | None:
     return latest_checkpoint(_profile(profile).run_dir(stage))
 
 
-def checkpoint_or_train(stage: str, profile=None, **train_overrides) -> Path:
+def checkpoint_or_train(stage: str, profile=None, *, quiet: bool = False, **train_overrides) -> Path:
     """The checkpoint of the profile's finished `stage` run, TRAINING it first when there is none.
 
     A finished run (runs/<profile>/<stage>) is reused. Otherwise one line says what happens and
     the stage is trained with its recipe, after what it starts from: an unfinished run is resumed
     from its newest checkpoint, an empty folder starts from the beginning; nothing is overwritten.
+    With quiet=True the run's log lines go to train.log in its run folder instead of the output,
+    so a lesson that only needs the model shows one line, not the whole run.
     """
     from .checkpoint import run_status
     from .train import train
@@ -94,16 +97,25 @@ def checkpoint_or_train(stage: str, profile=None, **train_overrides) -> Path:
         return latest
     if status == "unfinished":
         print(f"The '{stage}' run of the {prof.name} profile in {run_dir} is unfinished (newest checkpoint "
-              f"{latest.name}): resuming it now (the {stage} lesson makes the same run).")
+              f"{latest.name}): resuming it now; the {stage} lesson reuses this run instead of training again.")
     else:
         print(f"No '{stage}' checkpoint for the {prof.name} profile in {run_dir}: "
-              f"training one now (the {stage} lesson makes the same run).")
+              f"training it now, once; the {stage} lesson reuses this run instead of training again.")
     recipe = prof.stage(stage)
     require_tokenizer(prof)
     require_data(recipe.data)
     for needed in _prerequisites(stage, recipe):
-        checkpoint_or_train(needed, prof)
-    result = train(stage, profile=prof, **{"resume": True, **train_overrides})
+        checkpoint_or_train(needed, prof, quiet=quiet)
+    if not quiet:
+        return train(stage, profile=prof, **{"resume": True, **train_overrides}).checkpoint
+    import contextlib
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(run_dir / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        result = train(stage, profile=prof, **{"resume": True, "progress": False, **train_overrides})
+    print(f"  done in {(time.time() - t0) / 60:.1f} min: {result.steps} steps, final loss {result.final_loss:.3f}; "
+          f"the log is in {run_dir / 'train.log'}")
     return result.checkpoint
 
 
@@ -115,16 +127,19 @@ def _prerequisites(stage: str, recipe) -> list[str]:
     return needed
 
 
-def load_stage(stage: str, profile=None, device: str | None = None, *, train_missing: bool = True):
+def load_stage(stage: str, profile=None, device: str | None = None, *, train_missing: bool = True,
+               quiet: bool = False):
     """(model, tokenizer) of the profile's `stage` run, which is TRAINED first when unfinished.
 
     See `checkpoint_or_train`: the training is announced in one line and resumes what is there.
-    With `train_missing=False` an unfinished or missing run raises CheckpointError instead.
+    With `train_missing=False` an unfinished or missing run raises CheckpointError instead;
+    `quiet=True` keeps the training log out of the output (checkpoint_or_train).
     The model is in eval mode, on `device` (default: CUDA when available).
     """
     from .checkpoint import load_model_and_tokenizer
 
-    path = checkpoint_or_train(stage, profile) if train_missing else _finished_checkpoint(stage, _profile(profile))
+    path = (checkpoint_or_train(stage, profile, quiet=quiet) if train_missing
+            else _finished_checkpoint(stage, _profile(profile)))
     return load_model_and_tokenizer(path, device=device)
 
 

@@ -157,3 +157,68 @@ def test_warmup_cosine():
     def no_shift(s, T, lr, w):
         return lr * (s + 1) / w if s < w else lr_schedule(s, T, lr)
     _fails(checks.check_warmup_cosine(no_shift), "step - warmup")
+
+
+# ---- the training step by hand --------------------------------------------------------------
+
+def training_step(model, optimizer, batch, lr):
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    logits = model(input_ids=batch["input_ids"]).logits
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                             ignore_index=-100)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item(), norm.item()
+
+
+def test_training_step():
+    assert checks.check_training_step(training_step).passed
+    _fails(checks.check_training_step(stub), "not done yet")
+
+
+def test_training_step_wrong_answers():
+    def no_zero_grad(model, optimizer, batch, lr):
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item(), norm.item()
+
+    def unshifted(model, optimizer, batch, lr):
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        logits = model(input_ids=batch["input_ids"]).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.item(), norm.item()
+
+    def no_clip(model, optimizer, batch, lr):
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        loss.backward()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.item(), norm.item()
+
+    def ignores_lr(model, optimizer, batch, lr):
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.item(), norm.item()
+
+    _fails(checks.check_training_step(no_zero_grad), "still holds a gradient")
+    _fails(checks.check_training_step(unshifted), "step 1: loss", "logits[:, :-1] against labels[:, 1:]")
+    _fails(checks.check_training_step(no_clip), "differs from train()'s", "clip at 1.0")
+    _fails(checks.check_training_step(ignores_lr), "lr to this step's rate")

@@ -64,7 +64,8 @@ def test_unfinished_run_is_resumed_and_a_finished_one_reused(corpus, tmp_path, c
     out = capsys.readouterr().out
     assert found == run_dir / "checkpoints" / "step_000006"
     assert out.splitlines()[0] == (f"The 'pretrain' run of the lesson profile in {run_dir} is unfinished (newest "
-                                   "checkpoint step_000003): resuming it now (the pretrain lesson makes the same run).")
+                                   "checkpoint step_000003): resuming it now; the pretrain lesson reuses this run instead of "
+                                   "training again.")
     assert "(step 3/6)" in out
     # resumed, not started over: the run reads as if it had never stopped
     assert [(r["step"], r["loss"]) for r in ck.read_metrics(run_dir)] == [(r["step"], r["loss"]) for r in straight.metrics]
@@ -88,11 +89,24 @@ def test_missing_stage_is_announced_then_trained_after_its_prerequisite(corpus, 
     lines = capsys.readouterr().out.splitlines()
     announced = [line for line in lines if line.startswith("No '")]
     assert announced == [
-        f"No 'sft' checkpoint for the lesson profile in {prof.run_dir('sft')}: training one now "
-        "(the sft lesson makes the same run).",
-        f"No 'pretrain' checkpoint for the lesson profile in {prof.run_dir('pretrain')}: training one now "
-        "(the pretrain lesson makes the same run)."]
+        f"No 'sft' checkpoint for the lesson profile in {prof.run_dir('sft')}: training it now, once; "
+        "the sft lesson reuses this run instead of training again.",
+        f"No 'pretrain' checkpoint for the lesson profile in {prof.run_dir('pretrain')}: training it now, once; "
+        "the pretrain lesson reuses this run instead of training again."]
     assert found.name == "step_000002"
     assert ck.run_status(prof.run_dir("pretrain"))[0] == ck.run_status(prof.run_dir("sft"))[0] == "complete"
     model, tokenizer = load_stage("sft", prof, device="cpu", train_missing=False)
     assert not model.training and len(tokenizer) == len(ck.load_tokenizer_for(found))
+
+
+def test_quiet_training_shows_one_line_and_keeps_the_log_in_the_run_folder(corpus, tmp_path, capsys):
+    from minimind_core.course import checkpoint_or_train
+
+    prof = profile(corpus, tmp_path / "runs")
+    found = checkpoint_or_train("pretrain", prof, quiet=True, cache_dir=corpus["pretrain"].parent / "cache",
+                                threads=1)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("No 'pretrain' checkpoint") and out[1].startswith("  done in ")
+    log = (prof.run_dir("pretrain") / "train.log").read_text(encoding="utf-8")
+    assert "Epoch:[1/1]" in log and "loss:" in log
+    assert ck.run_status(prof.run_dir("pretrain")) == ("complete", found)

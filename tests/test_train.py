@@ -435,3 +435,32 @@ def test_sft_logs_val_loss_and_bad_val_options_are_named(corpus, tmp_path, capsy
         run("pretrain", corpus, tmp_path / "x", val_fraction=0.9)
     with pytest.raises(TrainError, match="--val-every must be at least 1"):
         run("pretrain", corpus, tmp_path / "x", val_every=0)
+
+
+def test_a_hand_written_loop_matches_train(corpus, tmp_path):
+    """Lesson 04's loop: the same seed, weights, batches and schedule give train()'s losses exactly."""
+    from minimind_core.checks.lesson04 import reference_training_step
+    from minimind_core.datasets import PackedDataset, build_token_cache
+    from minimind_core.model import MiniMindForCausalLM
+    from minimind_core.profiles import get_profile
+    from minimind_core.tokenizer import load_tokenizer
+    from minimind_core.train.batches import BatchStream
+    from minimind_core.train.tasks import holdout_split
+
+    steps, lr, seed = 12, 3e-3, 7
+    result = run("pretrain", corpus, tmp_path / "r", max_steps=steps, log_every=1, lr=lr, warmup=3, seed=seed,
+                 val_fraction=0.1)
+    cache = build_token_cache(corpus["pretrain"], load_tokenizer(corpus["tokenizer"]),
+                              cache_dir=corpus["pretrain"].parent / "cache", progress=False)
+    train_part, _ = holdout_split(PackedDataset(cache, 64), 0.1)
+    stream = BatchStream(train_part, 8, seed=seed)
+    torch.manual_seed(seed)
+    model = MiniMindForCausalLM(get_profile("smoke").model_config())
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    hand = [reference_training_step(model, opt, stream.next(), lr_at(s, steps, lr, 3)) for s in range(steps)]
+    assert [h[0] for h in hand] == pytest.approx([r["loss"] for r in result.metrics], rel=1e-5)
+    assert [h[1] for h in hand] == pytest.approx([r["grad_norm"] for r in result.metrics], rel=1e-4)
+    saved = _weights(result.checkpoint)
+    for name, p in model.state_dict().items():
+        if name in saved:
+            torch.testing.assert_close(p, saved[name], rtol=1e-4, atol=1e-5)

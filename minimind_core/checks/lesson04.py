@@ -5,6 +5,7 @@
     checks.check_pack_documents(pack_documents)        # pack_documents(docs, block_size) -> (blocks, tail)
     checks.check_lr_schedule(lr_schedule)              # lr_schedule(step, total, base_lr) -> float
     checks.check_accumulate_gradients(accumulate)      # accumulate(model, micro_batches) -> float
+    checks.check_training_step(training_step)          # training_step(model, optimizer, batch, lr) -> (loss, norm)
     checks.check_warmup_cosine(lr_warmup_cosine)       # stretch: (step, total, base_lr, warmup) -> float
 
 The schedules are compared with `minimind_core.train.lr_at`, packing with the blocks of
@@ -253,6 +254,81 @@ def check_accumulate_gradients(accumulate):
 
 
 # --------------------------------------------------------------------------------------------
+# The training step by hand
+# --------------------------------------------------------------------------------------------
+
+def reference_training_step(model, optimizer, batch, lr: float, clip: float = 1.0):
+    """One optimizer step as train() takes it (one micro-batch); returns (loss, grad norm before clipping).
+
+    Forward, next-token cross-entropy over the targets (labels shifted by one, -100 ignored),
+    backward, clip the gradient norm at `clip`, one AdamW step at `lr`, zero the gradients.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(input_ids=batch["input_ids"]).logits
+    labels = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             labels.reshape(-1), ignore_index=-100)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), float(grad_norm)
+
+
+def _step_batches(g, n: int = 3):
+    ids = [torch.randint(3, 97, (3, 10), generator=g) for _ in range(n)]
+    out = []
+    for x in ids:
+        labels = x.clone()
+        labels[0, :4] = -100            # a masked prefix, as in SFT: these positions are not targets
+        out.append({"input_ids": x, "labels": labels})
+    return out
+
+
+def _weights_after(step_fn, batches, lrs, learner: bool):
+    model = _accum_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1.0)   # the step must set the rate itself
+    results = []
+    for b, lr in zip(batches, lrs):
+        b = {k: v.clone() for k, v in b.items()}
+        results.append(call_learner(step_fn, model, opt, b, lr) if learner else step_fn(model, opt, b, lr))
+    return model, results
+
+
+@check("the training step")
+def check_training_step(training_step):
+    batches, lrs = _step_batches(_gen(4)), [3e-3, 2e-3, 1e-3]
+    one, _ = _weights_after(training_step, batches[:1], lrs[:1], learner=True)
+    left = [n for n, p in one.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
+    if left:
+        raise CheckFailed(f"after the step {left[0]} still holds a gradient: zero the gradients "
+                          "(optimizer.zero_grad) or the next step adds to them")
+    ref, ref_out = _weights_after(reference_training_step, batches, lrs, learner=False)
+    got, got_out = _weights_after(training_step, batches, lrs, learner=True)
+    update_hint = ("clip at 1.0 before optimizer.step(), set every param group's lr to this step's rate, "
+                   "and zero the gradients after the step")
+    for i, (r, o) in enumerate(zip(ref_out, got_out)):
+        if not isinstance(o, (tuple, list)) or len(o) != 2:
+            raise CheckFailed(f"step {i + 1}: return (loss, grad_norm), got {o!r}")
+        loss = _float(o[0], f"step {i + 1}: the loss")
+        norm = _float(o[1], f"step {i + 1}: the gradient norm")
+        if i == 0 and abs(loss - r[0]) > 1e-5 * max(1.0, r[0]):
+            raise CheckFailed(f"step 1: loss {loss:.6f}, expected {r[0]:.6f} (the mean cross-entropy of "
+                              "logits[:, :-1] against labels[:, 1:], ignoring -100)")
+        if i == 0 and abs(norm - r[1]) > 1e-4 * max(1.0, r[1]):
+            hint = " (after clipping? return the norm clip_grad_norm_ returns: the one before)" if norm <= 1.0001 else ""
+            raise CheckFailed(f"step 1: gradient norm {norm:.6f}, expected {r[1]:.6f}{hint}")
+        if abs(loss - r[0]) > 1e-5 * max(1.0, r[0]) or abs(norm - r[1]) > 1e-4 * max(1.0, r[1]):
+            raise CheckFailed(f"step {i + 1}: loss {loss:.6f}, expected {r[0]:.6f}: the update before it differs "
+                              f"from train()'s: {update_hint}")
+    for (n, p), q in zip(ref.named_parameters(), got.parameters()):
+        if not torch.allclose(q, p, rtol=1e-4, atol=1e-6):
+            raise CheckFailed(f"after 3 steps {n} differs from train()'s: {update_hint}")
+    return "correct: forward, shifted cross-entropy, backward, clip, AdamW step, zero grad - train()'s step"
+
+
+# --------------------------------------------------------------------------------------------
 # Stretch: warmup + cosine
 # --------------------------------------------------------------------------------------------
 
@@ -277,4 +353,5 @@ def check_warmup_cosine(lr_warmup_cosine):
 
 
 __all__ = ["check_unigram_loss", "check_pack_documents", "check_lr_schedule", "check_accumulate_gradients",
-           "check_warmup_cosine", "unigram_entropy", "reference_pack"]
+           "check_training_step", "check_warmup_cosine", "unigram_entropy", "reference_pack",
+           "reference_training_step"]
