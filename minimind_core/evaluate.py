@@ -166,7 +166,9 @@ def greedy_replies(model, tokenizer, questions: Sequence[str], max_new_tokens: i
     out = []
     for toks in greedy_token_ids(model, tokenizer, questions, max_new_tokens, batch_size, progress):
         closed = bool(toks) and toks[-1] == EOS_ID
-        out.append((tokenizer.decode(toks[:-1] if closed else toks, skip_special_tokens=True), closed))
+        text = tokenizer.decode(toks[:-1] if closed else toks, skip_special_tokens=True)
+        # a reply cut off by the token budget may end inside a multi-byte character: drop that tail
+        out.append((text if closed else text.rstrip("\ufffd"), closed))
     return out
 
 

@@ -201,6 +201,17 @@ def test_batched_greedy_equals_unbatched(tok, rand_model):
     assert [fmt for _, fmt in texts] == [r[-1] == EOS_ID for r in one]
 
 
+def test_a_reply_cut_inside_a_character_drops_the_unfinished_tail(tok, monkeypatch):
+    import minimind_core.evaluate as ev
+
+    word = tok.encode("北京", add_special_tokens=False)       # byte-level: a character spans several tokens
+    assert tok.decode(word[:-1]).endswith("\ufffd")
+    monkeypatch.setattr(ev, "greedy_token_ids", lambda *a, **k: [word[:-1], word + [EOS_ID]])
+    (cut, cut_closed), (whole, closed) = greedy_replies(None, tok, ["q1", "q2"], max_new_tokens=len(word) - 1)
+    assert not cut_closed and "\ufffd" not in cut and "北京".startswith(cut)
+    assert closed and whole == "北京"
+
+
 # ----------------------------------------------------------------------------------------------
 # perplexity
 
