@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from minimind_core.checks import lesson05 as checks
 from minimind_core.tokenizer import train_tokenizer
-from check_helpers import stub
+from check_helpers import expect_fail as _fails, stub
 
 DEFAULT_SYSTEM = "You are a helpful assistant"
 
@@ -172,3 +172,24 @@ def test_dpo_without_beta_fails():
 
 def test_dpo_reference_value_is_ln2():
     assert math.isclose(float(dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(3))), math.log(2), rel_tol=1e-6)
+
+
+def sequence_score(logits, labels, reduction="mean"):
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
+    targets = labels[:, 1:]
+    mask = targets != -100
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    total = picked.sum(-1)
+    return total if reduction == "sum" else total / mask.sum(-1).clamp(min=1)
+
+
+def test_sequence_score_mean_and_sum():
+    assert checks.check_sequence_score(sequence_score).passed
+    _fails(checks.check_sequence_score(stub), "not done yet")
+    # always the mean (MiniMind2's score) fails on reduction="sum", and says so
+    r = checks.check_sequence_score(lambda lg, lb, reduction="mean": sequence_score(lg, lb, "mean"))
+    _fails(r, "reduction='sum'", "you returned the mean")
+    # unshifted labels score the wrong tokens
+    r = checks.check_sequence_score(lambda lg, lb, reduction="mean": sequence_score(
+        torch.cat([lg, lg[:, -1:]], 1), torch.cat([lb[:, :1], lb], 1), reduction))
+    assert not r.passed

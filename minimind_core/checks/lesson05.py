@@ -189,4 +189,31 @@ def check_dpo_loss(dpo_loss):
     return "ln 2 at the start, and equal to minimind_core.losses.dpo_loss"
 
 
-__all__ = ["CONVERSATIONS", "check_render_chat", "check_sft_labels", "check_masked_cross_entropy", "check_dpo_loss"]
+@check("DPO sequence score, mean and sum (stretch)")
+def check_sequence_score(sequence_score):
+    """sequence_score(logits, labels, reduction) against losses.sequence_logprobs, for both reductions."""
+    from ..losses import sequence_logprobs
+
+    g = _gen(2)
+    logits = torch.randn(3, 7, 11, generator=g)
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    labels[0, :3] = -100                  # a prompt: not scored
+    labels[1, :5] = -100                  # a shorter reply
+    results = {}
+    for mode in ("mean", "sum"):
+        got = call_learner(sequence_score, logits.clone(), labels.clone(), mode)
+        expected = sequence_logprobs(logits, labels, reduction=mode)
+        other = sequence_logprobs(logits, labels, reduction="sum" if mode == "mean" else "mean")
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.allclose(got.float(), other, atol=1e-5):
+            raise CheckFailed(f"reduction={mode!r}: you returned the {'sum' if mode == 'mean' else 'mean'}; "
+                              f"{mode} over each sequence's scored tokens")
+        expect_tensor(got, expected, f"reduction={mode!r} (one score per sequence, labels shifted by one, "
+                      "-100 not scored)", atol=1e-5, rtol=1e-5, check_dtype=False)
+        results[mode] = got
+    n = (labels[:, 1:] != -100).sum(-1)
+    return (f"mean and sum both match; the sum is the mean x the scored tokens ({', '.join(map(str, n.tolist()))} "
+            "here), so a longer reply gets a larger |score| under the sum")
+
+
+__all__ = ["CONVERSATIONS", "check_render_chat", "check_sft_labels", "check_masked_cross_entropy", "check_dpo_loss",
+           "check_sequence_score"]
