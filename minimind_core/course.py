@@ -103,9 +103,13 @@ def checkpoint_or_train(stage: str, profile=None, *, quiet: bool = False, **trai
               f"training it now, once; the {stage} lesson reuses this run instead of training again.")
     recipe = prof.stage(stage)
     require_tokenizer(prof)
-    require_data(recipe.data)
+    own_pairs = stage == "dpo" and Path(recipe.data) == self_pairs_path(prof)
+    if not own_pairs:
+        require_data(recipe.data)
     for needed in _prerequisites(stage, recipe):
         checkpoint_or_train(needed, prof, quiet=quiet)
+    if own_pairs:
+        dpo_pairs(prof)
     if not quiet:
         return train(stage, profile=prof, **{"resume": True, **train_overrides}).checkpoint
     import contextlib
@@ -117,6 +121,54 @@ def checkpoint_or_train(stage: str, profile=None, *, quiet: bool = False, **trai
     print(f"  done in {(time.time() - t0) / 60:.1f} min: {result.steps} steps, final loss {result.final_loss:.3f}; "
           f"the log is in {run_dir / 'train.log'}")
     return result.checkpoint
+
+
+# how many training-half questions the SFT model answers to find its mistakes (None: all of them)
+_QUESTIONS_ASKED = {"smoke": 96, "tiny": None}
+
+
+def self_pairs_path(profile=None, heldout: bool = False) -> Path:
+    """runs/<profile>/dpo_pairs.jsonl: where a sample profile's self-generated DPO pairs live
+    (`heldout=True`: dpo_pairs_heldout.jsonl, the pairs about facts held out of training)."""
+    return _profile(profile).run_dir("dpo").parent / ("dpo_pairs_heldout.jsonl" if heldout else "dpo_pairs.jsonl")
+
+
+def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
+    """The profile's DPO training pairs, MADE from the SFT model's own mistakes when missing.
+
+    `full`: MiniMind's dpo.jsonl (MissingDataError says how to download it). The sample profiles:
+    the SFT model (trained first if needed) answers questions about the training half of the
+    sample world; each wrong greedy reply becomes a rejected side and the true answer the chosen
+    side (preferences.py). Whole facts, about `heldout` of them, go to dpo_pairs_heldout.jsonl
+    to measure the effect on pairs DPO never saw. Made once; delete the files to make them again
+    (say after retraining SFT).
+    """
+    from . import preferences
+
+    prof = _profile(profile)
+    path = prof.stage("dpo").data
+    if Path(path) != self_pairs_path(prof):
+        return require_data(path)
+    held_path = self_pairs_path(prof, heldout=True)
+    if Path(path).exists() and held_path.exists():
+        return Path(path)
+    model, tokenizer = load_stage("sft", prof, device="cpu")
+    items = preferences.fact_questions("train")
+    limit = _QUESTIONS_ASKED.get(prof.name)
+    if limit is not None:
+        items = items[::max(1, len(items) // limit)][:limit]
+    print(f"Making the {prof.name} profile's DPO pairs: the SFT model answers {len(items)} questions "
+          "about the training half of the sample world ...")
+    mistakes, n_right = preferences.find_mistakes(model, tokenizer, items)
+    if not mistakes:
+        raise CheckpointError(f"the {prof.name} SFT model answers all {len(items)} questions right: "
+                              "no mistakes to make preference pairs from")
+    train_part, held_part = preferences.split_by_fact(mistakes, heldout=heldout)
+    preferences.write_jsonl(held_path, preferences.to_pairs(held_part))
+    preferences.write_jsonl(path, preferences.to_pairs(train_part))
+    print(f"  {n_right} right, {len(mistakes)} wrong: {len(train_part)} pairs in {path}, "
+          f"{len(held_part)} held-out pairs in {held_path.name}")
+    return Path(path)
 
 
 def _prerequisites(stage: str, recipe) -> list[str]:

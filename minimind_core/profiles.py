@@ -75,6 +75,13 @@ def _sample(name: str) -> Path:
 
 
 HOLDOUT = 0.02  # the sample corpus' pretraining and SFT files: 1 example in 50 measures val_loss
+
+
+def _own_pairs(profile: str) -> Path:
+    """Self-generated DPO pairs: the profile's SFT model's own wrong answers (course.dpo_pairs)."""
+    return RUNS_DIR / profile / "dpo_pairs.jsonl"
+
+
 SMALL_VOCAB = 2048  # enough for the bilingual sample corpus (1024 splits Chinese into bytes)
 
 _SMOKE = Profile(
@@ -91,7 +98,7 @@ _SMOKE = Profile(
                            max_steps=20, log_every=5, init="pretrain", val_fraction=HOLDOUT),
         "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3, seq_len=128,
                             max_steps=20, log_every=5, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
-        "dpo": StageRecipe(data=_sample("dpo.jsonl"), epochs=1, batch_size=4, accum=1, lr=1e-4, seq_len=128,
+        "dpo": StageRecipe(data=_own_pairs("smoke"), epochs=1, batch_size=4, accum=1, lr=1e-4, seq_len=128,
                            max_steps=10, log_every=5, init="sft", dpo=DPOKnobs(beta=0.1)),
         "distill": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
                                max_steps=10, log_every=5,
@@ -115,7 +122,7 @@ _TINY = Profile(
                            val_fraction=HOLDOUT),
         "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=16, accum=1, lr=2e-3, seq_len=256,
                             max_steps=60, log_every=10, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
-        "dpo": StageRecipe(data=_sample("dpo.jsonl"), epochs=1, batch_size=8, accum=1, lr=5e-5, seq_len=256,
+        "dpo": StageRecipe(data=_own_pairs("tiny"), epochs=1, batch_size=8, accum=1, lr=5e-5, seq_len=256,
                            max_steps=40, log_every=10, init="sft", dpo=DPOKnobs(beta=0.1)),
         "distill": StageRecipe(data=_sample("sft.jsonl"), epochs=1, batch_size=16, accum=1, lr=1e-3, seq_len=256,
                                max_steps=60, log_every=10,

@@ -1,0 +1,130 @@
+"""Preference pairs from a model's own mistakes, and DPO trained on them moving the model the right way."""
+import json
+import math
+
+import pytest
+import torch
+
+from minimind_core import preferences as pf
+from minimind_core.errors import DataError
+from minimind_core.jsonl import validate_record
+from minimind_core.paths import SAMPLE_DIR
+
+
+def _assistant_texts(path):
+    out = set()
+    for line in open(path, encoding="utf-8"):
+        for m in json.loads(line)["conversations"]:
+            if m["role"] == "assistant":
+                out.add(m["content"])
+    return out
+
+
+def test_training_questions_cover_the_sft_half_in_the_sft_wording():
+    items = pf.fact_questions("train")
+    # 50 people x 3 facts + 10 cities x 2 facts, 2 languages, 3 wordings each
+    assert len(items) == (50 * 3 + 10 * 2) * 2 * 3
+    sft_answers = _assistant_texts(SAMPLE_DIR / "sft.jsonl")
+    for it in items:
+        validate_record(it, "eval_qa")
+        answer = it["conversations"][1]["content"]
+        assert answer in sft_answers, answer          # the chosen side is worded as SFT words it
+        assert it["expected"] in answer and it["expected"] in it["choices"]
+    assert len({it["conversations"][0]["content"] for it in items}) == len(items)
+    assert len({it["fact"] for it in items}) == len(items) // 3
+
+
+def test_heldout_questions_are_the_eval_set_facts_and_disjoint_from_training():
+    train = pf.fact_questions("train")
+    held = pf.fact_questions("heldout")
+    assert not {it["fact"] for it in train} & {it["fact"] for it in held}
+    held_questions = {it["conversations"][0]["content"]: it["expected"] for it in held}
+    for line in open(SAMPLE_DIR / "eval_qa.jsonl", encoding="utf-8"):
+        rec = json.loads(line)
+        assert held_questions[rec["conversations"][0]["content"]] == rec["expected"]
+    with pytest.raises(ValueError, match="split must be"):
+        pf.fact_questions("test")
+
+
+def test_wrong_answers_swap_the_value_and_keep_the_article_right():
+    item = next(it for it in pf.fact_questions("train") if it["kind"] == "job" and it["lang"] == "en")
+    wrong = pf.wrong_answers(item)
+    assert len(wrong) == len(item["choices"]) - 1
+    assert all(item["expected"] not in w for w in wrong)
+    for w in wrong:
+        value = next(c for c in item["choices"] if c in w)
+        assert (" an " + value in w) == (value[0] in "aeiou")
+
+
+def _mistake(item, reply, greedy=True):
+    return pf.Mistake(item, reply, True, greedy)
+
+
+def test_split_by_fact_keeps_every_wording_of_a_fact_together():
+    items = pf.fact_questions("train")[:120]
+    mistakes = [_mistake(it, "I do not know.") for it in items]
+    train, held = pf.split_by_fact(mistakes, heldout=0.25, seed=3)
+    assert len(train) + len(held) == len(mistakes)
+    facts_train = {m.item["fact"] for m in train}
+    facts_held = {m.item["fact"] for m in held}
+    assert not facts_train & facts_held
+    assert len(facts_held) == round(0.25 * 40)
+    again = pf.split_by_fact(mistakes, heldout=0.25, seed=3)
+    assert [m.question for m in again[1]] == [m.question for m in held]
+    with pytest.raises(ValueError, match="heldout"):
+        pf.split_by_fact(mistakes, heldout=1.0)
+
+
+def test_pairs_are_valid_dpo_records_and_round_trip(tmp_path):
+    items = pf.fact_questions("train")[:3]
+    pairs = pf.to_pairs([_mistake(items[0], "He lives in Nowhere."), _mistake(items[1], " \n"),
+                         _mistake(items[2], "它在白石城。")])
+    assert len(pairs) == 2                              # the blank reply makes no pair
+    for p in pairs:
+        validate_record(p, "dpo")
+        assert p["chosen"][0] == p["rejected"][0]
+    assert pairs[0]["chosen"][1]["content"] == items[0]["conversations"][1]["content"]
+    assert pairs[0]["rejected"][1]["content"] == "He lives in Nowhere."
+    path = pf.write_jsonl(tmp_path / "sub" / "pairs.jsonl", pairs)
+    assert pf.read_pairs(path) == pairs
+    assert "它在白石城" in path.read_text(encoding="utf-8")          # Chinese unescaped
+    assert pf.questions_of(pairs, items) == [items[0], items[2]]
+    with pytest.raises(ValueError, match="pair 0"):
+        pf.questions_of(pairs, items[1:])
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="no preference pairs"):
+        pf.read_pairs(tmp_path / "empty.jsonl")
+
+
+def test_find_mistakes_keeps_wrong_replies_and_replaces_blank_ones(tmp_path, monkeypatch):
+    from minimind_core import evaluate
+    from minimind_core.checkpoint import load_model_and_tokenizer
+    from course_model import write_course_model
+
+    model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
+    items = [it for it in pf.fact_questions("train") if it["lang"] == "en"][:3]
+    replies = [(items[0]["conversations"][1]["content"], True), ("She lives in Nowhere and Selstead", False),
+               ("", True)]
+    monkeypatch.setattr(evaluate, "greedy_replies", lambda *a, **k: replies)
+    mistakes, n_right = pf.find_mistakes(model, tok, items)
+    assert n_right == 1 and [m.item for m in mistakes] == items[1:]
+    assert mistakes[0].reply == "She lives in Nowhere and Selstead" and mistakes[0].greedy
+    assert not mistakes[1].greedy and mistakes[1].reply in pf.wrong_answers(items[2])
+    scores = pf.reply_scores(model, tok, [[{"role": "user", "content": items[2]["conversations"][0]["content"]},
+                                           {"role": "assistant", "content": w}] for w in pf.wrong_answers(items[2])])
+    assert mistakes[1].reply == pf.wrong_answers(items[2])[int(scores.argmax())]
+
+
+def test_preference_stats_of_the_reference_itself(tmp_path):
+    from minimind_core.checkpoint import load_model_and_tokenizer
+    from course_model import write_course_model
+
+    model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
+    items = pf.fact_questions("train")[:6]
+    pairs = pf.to_pairs([_mistake(it, w) for it in items for w in pf.wrong_answers(it)[:1]])
+    st = pf.preference_stats(model, model, tok, pairs, beta=0.1)
+    assert st.n == 6 and st.accuracy == 0.0 and st.margin == pytest.approx(0.0, abs=1e-6)
+    assert st.loss == pytest.approx(math.log(2), rel=1e-6)
+    pc, pr = pf.sequence_scores(model, tok, pairs)
+    assert st.prefers_chosen == pytest.approx(float((pc > pr).float().mean()))
+    assert torch.all(pc < 0) and torch.all(pr < 0)
