@@ -124,7 +124,7 @@ def checkpoint_or_train(stage: str, profile=None, *, quiet: bool = False, **trai
 
 
 # how many training-half questions the SFT model answers to find its mistakes (None: all of them)
-_QUESTIONS_ASKED = {"smoke": 96, "tiny": None}
+_QUESTIONS_ASKED = {"smoke": 48, "tiny": None}
 
 
 def self_pairs_path(profile=None, heldout: bool = False) -> Path:

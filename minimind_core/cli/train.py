@@ -110,6 +110,10 @@ def run_train(args) -> int:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = os.environ.get("RANK", "0")
     try:
+        if args.stage == "dpo" and args.data is None and not distributed:
+            from ..course import dpo_pairs
+
+            dpo_pairs(args.profile)  # the sample profiles' pairs are the SFT model's own mistakes: made once
         train(args.stage, profile=args.profile, **train_kwargs(args))
     except (MiniMindError, FileNotFoundError) as e:
         if distributed:
