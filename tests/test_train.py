@@ -326,6 +326,32 @@ def test_tasks_return_their_loss_sums_and_metrics(corpus, tmp_path):
     assert all(0.0 <= r["reward_accuracy"] <= 1.0 and "reward_margin" in r for r in dpo.metrics)
 
 
+def test_dpo_sft_weight_adds_the_chosen_replies_cross_entropy(corpus, tmp_path):
+    from minimind_core.losses import token_ce_sum
+    from minimind_core.train.batches import open_stream
+    from minimind_core.train.env import Env
+    from minimind_core.train.plan import resolve_config
+    from minimind_core.train.tasks import DPOTask, load_run_tokenizer
+
+    pre = run("pretrain", corpus, tmp_path / "p", max_steps=1)
+    cfg = resolve_config("dpo", "smoke", data=corpus["dpo"], init=pre.run_dir, out=tmp_path / "d", seq_len=64,
+                         batch_size=4, progress=False, dpo_sft_weight=0.5)
+    task = DPOTask(cfg, Env(device=torch.device("cpu")), load_run_tokenizer(cfg))
+    assert task.components == {"dpo": 1.0, "chosen_ce": 0.5} and task.primary == "dpo"
+    model = task.build_model(None)
+    batch = open_stream(task.sources()["main"], cfg, task.env).next()
+    out = task.forward(model, {"main": batch})
+    with torch.no_grad():
+        expected = token_ce_sum(model(input_ids=batch["chosen_input_ids"]).logits, batch["chosen_labels"])
+    assert out.sums["chosen_ce"].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert task.counts({"main": batch})["chosen_ce"] == int((batch["chosen_labels"][:, 1:] != -100).sum())
+    dpo = run("dpo", corpus, tmp_path / "dpo", init=pre.run_dir, max_steps=2, log_every=1, batch_size=4,
+              dpo_sft_weight=0.5)
+    assert all({"dpo_loss", "chosen_ce_loss"} <= set(r) and r["loss"] == r["dpo_loss"] for r in dpo.metrics)
+    with pytest.raises(TrainError, match="dpo_sft_weight must be >= 0"):
+        resolve_config("dpo", "smoke", dpo_sft_weight=-1.0)
+
+
 def test_mixture_of_experts_trains_its_balance_loss(corpus, tmp_path):
     """An MoE model's router balance loss is part of the objective (logged as aux_loss); "loss"
     stays the cross-entropy, and the gradient reaches the router."""

@@ -69,6 +69,8 @@ def add_parsers(sub) -> None:
     k.add_argument("--beta", type=float, default=None, help="dpo: strength of the KL anchor")
     k.add_argument("--score", choices=["mean", "sum"], default=None,
                    help="dpo: sequence score = mean (MiniMind2) or sum of token log-probs")
+    k.add_argument("--sft-weight", type=float, default=None,
+                   help="dpo: weight of the chosen replies' cross-entropy added to the loss (0: plain DPO)")
     k.add_argument("--alpha", type=float, default=None, help="distill: weight of the hard-label loss")
     k.add_argument("--temperature", type=float, default=None, help="distill: softmax temperature")
     k.add_argument("--mix-pretrain", dest="mix_pretrain", action="store_true", default=None,
@@ -90,6 +92,7 @@ def train_kwargs(args) -> dict:
               val_every=args.val_every, keep=args.keep, dtype=args.dtype, device=args.device,
               num_workers=args.num_workers, cache_dir=args.cache_dir, threads=args.threads, teacher=args.teacher,
               lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, dpo_beta=args.beta, dpo_score=args.score,
+              dpo_sft_weight=args.sft_weight,
               distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain)
     if (args.lora_alpha is not None and args.stage != "lora") or (args.alpha is not None and args.stage != "distill"):
         raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")

@@ -46,10 +46,13 @@ class DPOKnobs:
 
     beta: float = 0.1              # strength of the pull towards the reference model
     score: str = "mean"            # sequence score: "mean" (MiniMind2) or "sum" of the token log-probs
+    sft_weight: float = 0.0        # + this x the chosen replies' cross-entropy (0: plain DPO, MiniMind's)
 
     def __post_init__(self):
         if self.score not in ("mean", "sum"):
             raise TrainError(f"dpo_score must be 'mean' or 'sum', got {self.score!r}")
+        if float(self.sft_weight) < 0:
+            raise TrainError(f"dpo_sft_weight must be >= 0, got {self.sft_weight}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +80,7 @@ KNOB_OVERRIDES = {
     "lora_targets": ("lora", "targets"),
     "dpo_beta": ("dpo", "beta"),
     "dpo_score": ("dpo", "score"),
+    "dpo_sft_weight": ("dpo", "sft_weight"),
     "distill_alpha": ("distill", "alpha"),
     "distill_temperature": ("distill", "temperature"),
     "teacher": ("distill", "teacher"),

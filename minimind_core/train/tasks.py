@@ -325,10 +325,22 @@ class LoRATask(Task):
 
 
 class DPOTask(Task):
-    """DPO: the policy starts from --init; a frozen copy of it is the reference model."""
+    """DPO: the policy starts from --init; a frozen copy of it is the reference model.
+
+    With the sft_weight knob > 0 the chosen replies' cross-entropy joins the loss ("chosen_ce",
+    per token): plain DPO can raise the margin by pushing both replies down, and on a few narrow
+    pairs a small model then forgets its answer format; the SFT term holds the chosen reply up.
+    """
 
     components = {"dpo": 1.0}
     sequences_per_example = 2
+
+    def __init__(self, cfg, env, tokenizer):
+        super().__init__(cfg, env, tokenizer)
+        self.sft_weight = float(cfg.dpo.sft_weight)
+        if self.sft_weight > 0:
+            self.components = {"dpo": 1.0, "chosen_ce": self.sft_weight}
+            self.primary = "dpo"
 
     def build_model(self, resume_from):
         model = super().build_model(resume_from)
@@ -346,7 +358,10 @@ class DPOTask(Task):
         return {"main": Source(ds, cfg.batch_size, collate_dpo, name=str(cfg.data))}
 
     def counts(self, micro):
-        return {"dpo": int(micro["main"]["chosen_input_ids"].shape[0])}
+        c = {"dpo": int(micro["main"]["chosen_input_ids"].shape[0])}
+        if self.sft_weight > 0:
+            c["chosen_ce"] = n_targets(micro["main"]["chosen_labels"])
+        return c
 
     def tokens(self, micro):
         b = micro["main"]
@@ -357,12 +372,16 @@ class DPOTask(Task):
         ids = torch.cat([b["chosen_input_ids"], b["rejected_input_ids"]])
         labels = torch.cat([b["chosen_labels"], b["rejected_labels"]])
         mode, n = self.cfg.dpo.score, b["chosen_input_ids"].shape[0]
-        logp = sequence_logprobs(model(input_ids=ids).logits, labels, reduction=mode)
+        logits = model(input_ids=ids).logits
+        logp = sequence_logprobs(logits, labels, reduction=mode)
         with torch.no_grad():
             ref_logp = sequence_logprobs(self.ref(input_ids=ids).logits, labels, reduction=mode)
         loss, m = dpo_loss(logp[:n], logp[n:], ref_logp[:n], ref_logp[n:], beta=float(self.cfg.dpo.beta))
-        # summed over pairs; the loop divides by the global pair count
-        return Forward({"dpo": loss * n}, {"reward_accuracy": m["accuracy"], "reward_margin": m["margin"]})
+        # summed over pairs (and chosen tokens); the loop divides by the global counts
+        sums = {"dpo": loss * n}
+        if self.sft_weight > 0:
+            sums["chosen_ce"] = token_ce_sum(logits[:n], b["chosen_labels"])
+        return Forward(sums, {"reward_accuracy": m["accuracy"], "reward_margin": m["margin"]})
 
 
 class DistillTask(Task):
