@@ -164,6 +164,9 @@ def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
         raise CheckpointError(f"the {prof.name} SFT model answers all {len(items)} questions right: "
                               "no mistakes to make preference pairs from")
     train_part, held_part = preferences.split_by_fact(mistakes, heldout=heldout)
+    if not train_part or not held_part:
+        raise CheckpointError(f"the {prof.name} SFT model answers {n_right} of {len(items)} training-half questions "
+                              f"right: its {len(mistakes)} mistake(s) are too few for training and held-out DPO pairs")
     preferences.write_jsonl(held_path, preferences.to_pairs(held_part))
     preferences.write_jsonl(path, preferences.to_pairs(train_part))
     print(f"  {n_right} right, {len(mistakes)} wrong: {len(train_part)} pairs in {path}, "
