@@ -140,8 +140,11 @@ def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
     the SFT model (trained first if needed) answers questions about the training half of the
     sample world; each wrong greedy reply becomes a rejected side and the true answer the chosen
     side (preferences.py). Whole facts, about `heldout` of them, go to dpo_pairs_heldout.jsonl
-    to measure the effect on pairs DPO never saw. Made once; delete the files to make them again
-    (say after retraining SFT).
+    to measure the effect on pairs DPO never saw. A model that gets almost everything right makes
+    too few mistakes for both sides (fewer than _MIN_PAIR_FACTS facts on either): the pairs are
+    then completed with the questions it is least sure of, its likeliest wrong answer rejected
+    (preferences.near_misses), and one line says how many pairs are which. Made once; delete the
+    files to make them again (say after retraining SFT).
     """
     from . import preferences
 
@@ -149,6 +152,8 @@ def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
     path = prof.stage("dpo").data
     if Path(path) != self_pairs_path(prof):
         return require_data(path)
+    if not 0.0 < heldout < 1.0:
+        raise ValueError(f"heldout must be in (0, 1), got {heldout}")
     held_path = self_pairs_path(prof, heldout=True)
     if Path(path).exists() and held_path.exists():
         return Path(path)
@@ -160,18 +165,32 @@ def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
     print(f"Making the {prof.name} profile's DPO pairs: the SFT model answers {len(items)} questions "
           "about the training half of the sample world ...")
     mistakes, n_right = preferences.find_mistakes(model, tokenizer, items)
-    if not mistakes:
-        raise CheckpointError(f"the {prof.name} SFT model answers all {len(items)} questions right: "
-                              "no mistakes to make preference pairs from")
-    train_part, held_part = preferences.split_by_fact(mistakes, heldout=heldout)
+    wrong_facts = {m.item["fact"] for m in mistakes}
+    missing = _pair_facts_needed(len(wrong_facts), heldout) - len(wrong_facts)
+    filled = preferences.near_misses(model, tokenizer, items, missing, exclude_facts=wrong_facts) if missing else []
+    train_part, held_part = preferences.split_by_fact(mistakes + filled, heldout=heldout)
     if not train_part or not held_part:
         raise CheckpointError(f"the {prof.name} SFT model answers {n_right} of {len(items)} training-half questions "
-                              f"right: its {len(mistakes)} mistake(s) are too few for training and held-out DPO pairs")
+                              f"right: its {len(mistakes)} mistake(s) and {len(filled)} near miss(es) are too few "
+                              "for training and held-out DPO pairs")
     preferences.write_jsonl(held_path, preferences.to_pairs(held_part))
     preferences.write_jsonl(path, preferences.to_pairs(train_part))
-    print(f"  {n_right} right, {len(mistakes)} wrong: {len(train_part)} pairs in {path}, "
+    print(f"  {n_right} right, {len(mistakes)} wrong: {len(mistakes)} pairs from its mistakes, {len(filled)} from "
+          f"the likeliest wrong answers to questions it is least sure of; {len(train_part)} pairs in {path}, "
           f"{len(held_part)} held-out pairs in {held_path.name}")
     return Path(path)
+
+
+_MIN_PAIR_FACTS = 10  # fewer facts than this on either side of the split: complete the pairs with near misses
+
+
+def _pair_facts_needed(n_facts: int, heldout: float) -> int:
+    """The fewest facts (at least `n_facts`) that split_by_fact splits into _MIN_PAIR_FACTS or more
+    on each side with `heldout` of them held out."""
+    n = n_facts
+    while round(heldout * n) < _MIN_PAIR_FACTS or n - round(heldout * n) < _MIN_PAIR_FACTS:
+        n += 1
+    return n
 
 
 def _prerequisites(stage: str, recipe) -> list[str]:

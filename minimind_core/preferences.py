@@ -11,7 +11,8 @@ world's pairs are *self-generated negatives*: the SFT model answers every questi
 training half of the world greedily; where its answer is wrong, that answer becomes the rejected
 side and the true answer, worded the way the SFT data words answers, the chosen side. The pairs
 therefore aim exactly at the model's own errors, and a question it already answers right yields
-no pair (nothing to prefer).
+no pair (nothing to prefer). When a model makes too few mistakes to train on, `near_misses`
+completes them with the questions it is least sure of, its likeliest wrong answer rejected.
 
     items = fact_questions("train")                          # eval_qa-schema questions with answers
     mistakes = find_mistakes(model, tokenizer, items)        # the ones it gets wrong, with its reply
@@ -76,7 +77,7 @@ class Mistake:
 
     item: dict           # the eval_qa-schema question (with "fact")
     reply: str           # the model's greedy reply (or, when that was blank, its likeliest wrong answer)
-    in_format: bool      # the greedy reply was closed with <|im_end|>
+    in_format: bool      # the greedy reply was closed with <|im_end|> (a near miss: True, a whole answer)
     greedy: bool = True  # False: the greedy reply was blank and `reply` is the likeliest wrong answer
 
     @property
@@ -131,6 +132,42 @@ def likeliest_wrong_answer(model, tokenizer, item: dict) -> str:
     candidates = wrong_answers(item)
     scores = reply_scores(model, tokenizer, [[user, {"role": "assistant", "content": c}] for c in candidates])
     return candidates[int(scores.argmax())]
+
+
+def near_misses(model, tokenizer, items: Sequence[dict], n_facts: int, exclude_facts=(), pool: int = 4,
+                seed: int = 0) -> list[Mistake]:
+    """Mistakes the model comes closest to making, for when its real ones are too few to train on.
+
+    Of the facts of `items` not in `exclude_facts` (say, those it already gets wrong), up to
+    `pool * n_facts` are sampled (by `seed`; scoring every wording of every fact would cost one
+    forward pass per choice and question) and one wording of each is scored: the true answer
+    against every wrong answer. The `n_facts` questions where the true answer leads the likeliest
+    wrong answer by the smallest margin (the facts the model is least sure of) come back as
+    Mistakes whose reply is that likeliest wrong answer (greedy=False: the model did not say it).
+    """
+    first: dict[str, dict] = {}
+    for it in items:
+        if it["fact"] not in exclude_facts:
+            first.setdefault(it["fact"], it)
+    facts = sorted(first)
+    random.Random(seed).shuffle(facts)
+    candidates = [first[f] for f in facts[:pool * n_facts]]
+    if not candidates or n_facts <= 0:
+        return []
+    convs, spans = [], []
+    for it in candidates:
+        user = {"role": "user", "content": it["conversations"][0]["content"]}
+        replies = [it["conversations"][1]["content"], *wrong_answers(it)]
+        spans.append((len(convs), len(replies)))
+        convs += [[user, {"role": "assistant", "content": r}] for r in replies]
+    scores = reply_scores(model, tokenizer, convs)
+    ranked = []
+    for it, (start, n) in zip(candidates, spans):
+        wrong = scores[start + 1:start + n]
+        best = int(wrong.argmax())
+        ranked.append((float(scores[start] - wrong[best]), it["fact"], it, wrong_answers(it)[best]))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    return [Mistake(it, reply, in_format=True, greedy=False) for _, _, it, reply in ranked[:n_facts]]
 
 
 def split_by_fact(mistakes: Sequence[Mistake], heldout: float = 0.25, seed: int = 0
@@ -265,5 +302,6 @@ def preference_stats(policy, reference, tokenizer, pairs: Sequence[dict], beta: 
                            prefers_chosen=float((pc > pr).float().mean()), chosen_logp=float(pc.mean()), rejected_logp=float(pr.mean()), n=len(pairs))
 
 
-__all__ = ["fact_questions", "Mistake", "find_mistakes", "wrong_answers", "likeliest_wrong_answer", "split_by_fact", "to_pairs", "questions_of", "write_jsonl",
+__all__ = ["fact_questions", "Mistake", "find_mistakes", "wrong_answers", "likeliest_wrong_answer", "near_misses",
+           "split_by_fact", "to_pairs", "questions_of", "write_jsonl",
            "read_pairs", "PreferenceStats", "reply_scores", "sequence_scores", "preference_stats"]

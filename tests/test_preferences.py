@@ -1,4 +1,5 @@
 """Preference pairs from a model's own mistakes, and DPO trained on them moving the model the right way."""
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,7 @@ from minimind_core import preferences as pf
 from minimind_core.errors import DataError
 from minimind_core.jsonl import validate_record
 from minimind_core.paths import SAMPLE_DIR
+from minimind_core.profiles import Profile, get_profile
 
 
 def _assistant_texts(path):
@@ -113,6 +115,65 @@ def test_find_mistakes_keeps_wrong_replies_and_replaces_blank_ones(tmp_path, mon
     scores = pf.reply_scores(model, tok, [[{"role": "user", "content": items[2]["conversations"][0]["content"]},
                                            {"role": "assistant", "content": w}] for w in pf.wrong_answers(items[2])])
     assert mistakes[1].reply == pf.wrong_answers(items[2])[int(scores.argmax())]
+
+
+def test_near_misses_are_the_least_sure_facts_with_their_likeliest_wrong_answer(tmp_path):
+    from minimind_core.checkpoint import load_model_and_tokenizer
+    from course_model import write_course_model
+
+    model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
+    items = [it for it in pf.fact_questions("train") if it["lang"] == "en"][:30]
+    skip = {items[0]["fact"]}
+    near = pf.near_misses(model, tok, items, 3, exclude_facts=skip, pool=2)
+    assert len(near) == 3 and len({m.item["fact"] for m in near}) == 3
+    assert all(not m.greedy and m.item["fact"] not in skip for m in near)
+    margins = []
+    for m in near:
+        user = {"role": "user", "content": m.question}
+        wrong = pf.wrong_answers(m.item)
+        s = pf.reply_scores(model, tok, [[user, {"role": "assistant", "content": r}] for r in [m.answer, *wrong]])
+        assert m.reply == wrong[int(s[1:].argmax())]
+        margins.append(float(s[0] - s[1:].max()))
+    assert margins == sorted(margins)
+    assert pf.near_misses(model, tok, items, 0) == []
+
+
+def test_dpo_pairs_complete_too_few_mistakes_with_near_misses(tmp_path, monkeypatch, capsys):
+    """An SFT model that gets all but one question right still yields training and held-out pairs."""
+    from minimind_core import course, evaluate
+    from minimind_core.checkpoint import load_model_and_tokenizer
+    from course_model import write_course_model
+
+    class HereProfile(Profile):  # the smoke profile with its run folders under tmp_path
+        def run_dir(self, stage):
+            return tmp_path / "runs" / self.name / stage
+
+    smoke = get_profile("smoke")
+    prof = HereProfile(**{f.name: getattr(smoke, f.name) for f in dataclasses.fields(smoke)})
+    prof = dataclasses.replace(prof, stages={**smoke.stages, "dpo": dataclasses.replace(
+        smoke.stages["dpo"], data=course.self_pairs_path(prof))})
+    model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
+    monkeypatch.setattr(course, "load_stage", lambda *a, **k: (model, tok))
+    wrong_q = {}
+
+    def replies(model, tok, questions, **kw):
+        wrong_q.setdefault("q", questions[0])
+        return [("I do not know the city of Nowhere.", True) if q == wrong_q["q"] else ("", True) for q in questions]
+
+    monkeypatch.setattr(evaluate, "greedy_replies", replies)
+    monkeypatch.setattr(evaluate, "score_reply", lambda reply, expected, choices: reply == "")
+    path = course.dpo_pairs(prof)
+    assert path.parent == tmp_path / "runs" / "smoke"
+    train = pf.read_pairs(path)
+    held = pf.read_pairs(course.self_pairs_path(prof, heldout=True))
+    items = pf.fact_questions("train")
+    facts = lambda pairs: {it["fact"] for it in pf.questions_of(pairs, items)}
+    assert len(facts(train)) >= 10 and len(facts(held)) >= 10
+    assert not facts(train) & facts(held)
+    rejected = [p["rejected"][1]["content"] for p in train + held]
+    assert rejected.count("I do not know the city of Nowhere.") == 1
+    out = capsys.readouterr().out
+    assert "1 pairs from its mistakes" in out and f"{len(train) + len(held) - 1} from the likeliest wrong answers" in out
 
 
 def test_preference_stats_of_the_reference_itself(tmp_path):
