@@ -189,7 +189,8 @@ def attention_heatmap(weights, labels: list[str] | None = None, title: str = "")
     xlabel = "key (attended to)"
     if labels is not None and any(t == str(i) and lab != str(i) for i, (t, lab) in enumerate(zip(ticks, labels))):
         xlabel += "\n(no installed font draws some labels, e.g. Chinese: those ticks show the index only;\n" \
-                  "install a CJK font such as fonts-noto-cjk to see them)"
+                  "pip install paperang-p2-fonts-cjk (the course's CJK font) and restart the kernel;\n" \
+                  "a system font installed later is found on the next kernel start too)"
     ax.set_xlabel(xlabel)
     ax.set_ylabel("query (attending)")
     ax.set_title(title, fontsize=10)

@@ -3,8 +3,9 @@
     PngFigure      a matplotlib Figure that shows itself as a PNG in Jupyter, without pyplot
     load_widgets() the ipywidgets module, with a clear message when it is missing
     show(out, fig) replace what an ipywidgets Output shows with `fig`
-    cjk_font()     the name of an installed font with Chinese glyphs, or None
+    cjk_font()     the name of a font with Chinese glyphs (system, or shipped by a PyPI package), or None
     font_families()        the fonts tick labels are drawn with (DejaVu Sans, then a CJK font if any)
+    use_cjk_fallback()     make every figure draw Chinese with that font (done on import)
     drawable(label, families)   whether those fonts have a glyph for every character of `label`
 """
 from __future__ import annotations
@@ -42,22 +43,87 @@ def show(out, fig) -> None:
         display(fig)
 
 
-@lru_cache(maxsize=1)
-def cjk_font() -> str | None:
-    """The name of an installed font with Chinese glyphs, or None (matplotlib's default has none)."""
+# fonts with Chinese glyphs, by the names they register under (system fonts first)
+CJK_FAMILIES = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
+                "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Sarasa")
+# font files that PyPI packages ship: (module, file inside it). The course depends on the first
+# (wqy-microhei, 5 MB); mplfonts (Noto Sans CJK SC, 85 MB) is used when it happens to be installed.
+PACKAGED_CJK_FONTS = (("paperang_p2_fonts_cjk", "fonts/wqy-microhei.ttc"),
+                      ("mplfonts", "fonts/NotoSansCJKsc-Regular.otf"))
+
+
+def _cjk_name(font_list) -> str | None:
+    for f in font_list:
+        if any(w.lower() in f.name.lower() for w in CJK_FAMILIES):
+            return f.name
+    return None
+
+
+def _add_font_file(path) -> str | None:
+    """Register a font file with matplotlib (no cache rebuild); its family name if it has CJK glyphs."""
     from matplotlib import font_manager
 
-    wanted = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
-              "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Sarasa")
-    for f in font_manager.fontManager.ttflist:
-        if any(w.lower() in f.name.lower() for w in wanted):
-            return f.name
+    try:
+        font_manager.fontManager.addfont(str(path))
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return _cjk_name([f for f in font_manager.fontManager.ttflist if f.fname == str(path)])
+
+
+@lru_cache(maxsize=1)
+def cjk_font() -> str | None:
+    """The name of a font with Chinese glyphs that matplotlib can use, or None.
+
+    In order: a font matplotlib already knows; a CJK font file installed on the system after
+    matplotlib built its font cache (registered now, so no cache refresh is needed); a font file
+    that a PyPI package ships (PACKAGED_CJK_FONTS), so a cloud image without system CJK fonts
+    still draws Chinese instead of empty boxes.
+    """
+    from matplotlib import font_manager
+
+    name = _cjk_name(font_manager.fontManager.ttflist)
+    if name:
+        return name
+    known = {f.fname for f in font_manager.fontManager.ttflist}
+    for path in font_manager.findSystemFonts():
+        if path not in known and any(k in path.lower() for k in ("cjk", "wqy", "wenquanyi", "droidsansfallback",
+                                                                  "sourcehan", "simhei", "msyh", "pingfang")):
+            name = _add_font_file(path)
+            if name:
+                return name
+    return packaged_cjk_font()
+
+
+def packaged_cjk_font() -> str | None:
+    """Register the first CJK font file a PyPI package provides (PACKAGED_CJK_FONTS); its name, or None."""
+    import importlib.util
+    from pathlib import Path
+
+    for module, rel in PACKAGED_CJK_FONTS:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        path = Path(list(spec.submodule_search_locations)[0]) / rel
+        if path.is_file():
+            name = _add_font_file(path)
+            if name:
+                return name
     return None
 
 
 def font_families() -> list[str]:
     """Matplotlib's default font, then a CJK font when one is installed (for Chinese labels)."""
     return ["DejaVu Sans"] + ([cjk_font()] if cjk_font() else [])
+
+
+def use_cjk_fallback() -> list[str]:
+    """Make every figure fall back to the CJK font for characters DejaVu Sans lacks (matplotlib
+    picks a font per glyph from the family list). Called when a picture module is imported."""
+    import matplotlib
+
+    families = font_families()
+    matplotlib.rcParams["font.family"] = families
+    return families
 
 
 @lru_cache(maxsize=4)
@@ -74,3 +140,6 @@ def drawable(label: str, families: list[str]) -> bool:
     would draw empty boxes and warn)."""
     maps = [_charmap(f) for f in families]
     return all(any(ord(c) in m for m in maps) for c in label)
+
+
+use_cjk_fallback()
