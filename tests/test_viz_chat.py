@@ -125,3 +125,11 @@ def test_chat_box_keeps_the_system_message_and_reports_errors(model, tokenizer):
     assert len(box.history) == 3 and not box.send.disabled
     box.reset()
     assert box.history == [{"role": "system", "content": "You are Nova."}]
+
+
+def test_chat_box_answers_on_enter(model, tokenizer):
+    box = viz.chat_box(model, tokenizer, temperature=0, max_new_tokens=4)
+    box.message.value = "Hello"
+    box.message._submission_callbacks(box.message)   # what the front end sends when Enter is pressed
+    assert [m["role"] for m in box.history] == ["user", "assistant"] and box.history[0]["content"] == "Hello"
+    assert box.message.value == ""

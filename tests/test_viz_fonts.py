@@ -41,3 +41,18 @@ def test_the_packaged_font_is_found_without_any_system_font():
     path = matplotlib.font_manager.findfont(matplotlib.font_manager.FontProperties(family=name))
     assert path.endswith("wqy-microhei.ttc")
     assert ord("训") in common._charmap(name)
+
+
+def test_every_widget_keeps_a_picture_of_its_initial_state():
+    import torch
+
+    from minimind_core.viz import sampling, training
+
+    box = training.lr_explorer(total=50, base_lr=1e-3)
+    data = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data      # Jupyter still draws the live widget
+    assert data["image/png"] and "initial state" in data["text/plain"]
+    logits = torch.linspace(-3, 3, 40)
+    sbox = sampling.sampling_explorer(logits, n=10)
+    sdata = sbox._repr_mimebundle_()
+    assert sdata["image/png"] and sdata["text/html"] == sbox.summary.value

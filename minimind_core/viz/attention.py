@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 
 from ..model import rope_tables
 from ..tokenizer import token_labels
-from .common import PngFigure, drawable, font_families, load_widgets, show
+from .common import PngFigure, drawable, font_families, keep_initial_state, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def rope_explorer(head_dim: int = 64, theta: float = 1e6, max_positions: int = 1
     pair.observe(update, names="value")
     box.update = update
     update()
-    return box
+    return keep_initial_state(box, figure=box.figure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def attention_explorer(model, tokenizer, text: str = "The quick brown fox jumps 
         w.observe(update, names="value")
     box.update = update
     update()
-    return box
+    return keep_initial_state(box, figure=box.figure)
 
 
 __all__ = ["rope_rotation_figure", "rope_explorer", "rope_wavelength_figure", "score_matrix_figure",

@@ -16,12 +16,13 @@ seed for repeatable samples.
 from __future__ import annotations
 
 import html
+import warnings
 from typing import Iterator, Sequence
 
 import torch
 
 from ..generate import chat_prompt_ids, stream_text
-from .common import load_widgets
+from .common import keep_initial_state, load_widgets
 
 DEFAULT_SAMPLING = dict(temperature=0.85, top_k=0, top_p=0.85, repetition_penalty=1.0, max_new_tokens=128)
 
@@ -122,20 +123,21 @@ def chat_box(model, tokenizer, system: str | None = None, **sampling):
     appends both messages to `.history` and returns the reply."""
     widgets = load_widgets()
     s = {**DEFAULT_SAMPLING, **sampling}
-    wide = widgets.Layout(width="320px")
-    message = widgets.Text(value="", placeholder="type a message and press Send",
+    wide = widgets.Layout(width="340px")
+    label = {"description_width": "90px"}   # "temperature", "rep. penalty" in full
+    message = widgets.Text(value="", placeholder="type a message, then Enter or Send",
                            layout=widgets.Layout(width="70%"))
     send = widgets.Button(description="Send", button_style="primary")
     clear = widgets.Button(description="Clear")
     temperature = widgets.FloatSlider(value=s["temperature"], min=0.0, max=2.0, step=0.05,
-                                      description="temperature", layout=wide)
-    top_k = widgets.IntSlider(value=s["top_k"] or 0, min=0, max=200, description="top-k", layout=wide)
+                                      description="temperature", layout=wide, style=label)
+    top_k = widgets.IntSlider(value=s["top_k"] or 0, min=0, max=200, description="top-k", layout=wide, style=label)
     top_p = widgets.FloatSlider(value=s["top_p"] if s["top_p"] is not None else 1.0, min=0.05, max=1.0,
-                                step=0.05, description="top-p", layout=wide)
+                                step=0.05, description="top-p", layout=wide, style=label)
     penalty = widgets.FloatSlider(value=s["repetition_penalty"], min=1.0, max=2.0, step=0.05,
-                                  description="rep. penalty", layout=wide)
+                                  description="rep. penalty", layout=wide, style=label)
     max_new = widgets.IntSlider(value=s["max_new_tokens"], min=1, max=512, description="max tokens",
-                                layout=wide)
+                                layout=wide, style=label)
     transcript = widgets.HTML(value=transcript_html([]))
     status = widgets.HTML()
     box = widgets.VBox([transcript, widgets.HBox([message, send, clear]), status,
@@ -177,9 +179,12 @@ def chat_box(model, tokenizer, system: str | None = None, **sampling):
         status.value = ""
 
     send.on_click(lambda _: submit())
+    with warnings.catch_warnings():   # ipywidgets 8 marks on_submit deprecated; it is still the Enter key's event
+        warnings.simplefilter("ignore", DeprecationWarning)
+        message.on_submit(lambda _: submit())
     clear.on_click(on_clear)
     box.submit, box.reset = submit, on_clear
-    return box
+    return keep_initial_state(box, html=transcript.value)
 
 
 __all__ = ["DEFAULT_SAMPLING", "sampling_kwargs", "fit_history", "respond", "transcript_html", "chat_box"]

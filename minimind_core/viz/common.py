@@ -3,6 +3,7 @@
     PngFigure      a matplotlib Figure that shows itself as a PNG in Jupyter, without pyplot
     load_widgets() the ipywidgets module, with a clear message when it is missing
     show(out, fig) replace what an ipywidgets Output shows with `fig`
+    keep_initial_state(box, figure, html)   a widget's saved output keeps a picture of its initial state
     cjk_font()     the name of a font with Chinese glyphs (system, or shipped by a PyPI package), or None
     font_families()        the fonts tick labels are drawn with (DejaVu Sans, then a CJK font if any)
     use_cjk_fallback()     make every figure draw Chinese with that font (done on import)
@@ -32,6 +33,35 @@ def load_widgets():
     except ImportError as e:  # pragma: no cover - a dependency of the package
         raise ImportError("the widgets need ipywidgets: pip install ipywidgets") from e
     return ipywidgets
+
+
+def keep_initial_state(box, figure=None, html: str | None = None):
+    """Make a widget's saved output also hold a static picture of its initial state.
+
+    A saved or exported notebook has no kernel, so a widget shows only its text repr
+    ("VBox(...)"). This adds the initial figure (image/png) and/or HTML (text/html) to the
+    widget's display data: Jupyter still draws the live widget, while a viewer without one
+    (nbconvert, GitHub, a notebook opened without its widget state) shows the picture.
+    """
+    import base64
+
+    extra = {}
+    if figure is not None:
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        extra["image/png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+    if html is not None:
+        extra["text/html"] = html
+    live = box._repr_mimebundle_
+
+    def bundle(**kwargs):
+        data = dict(live(**kwargs) or {})
+        data.update(extra)
+        data["text/plain"] = f"{type(box).__name__} widget (run the cell to use it; its initial state is shown)"
+        return data
+
+    box._repr_mimebundle_ = bundle
+    return box
 
 
 def show(out, fig) -> None:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from ..embeddings import embedding_matrix, nearest_neighbours, pca_basis, word_vector
 from ..tokenizer import token_labels
-from .common import PngFigure, load_widgets, show
+from .common import PngFigure, keep_initial_state, load_widgets, show
 
 # --------------------------------------------------------------------------------------------
 # Where the parameters sit
@@ -199,7 +199,7 @@ def embedding_explorer(model, tokenizer, groups: dict, word: str | None = None, 
     text.observe(update, names="value")
     box.update = update
     update()
-    return box
+    return keep_initial_state(box, figure=box.figure, html=table.value)
 
 
 __all__ = ["parameter_breakdown_figure", "default_word_groups", "projection_figure", "EmbeddingView",

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..lora import LoRALinear, target_modules
 from ..model import count_parameters, meta_model
-from .common import PngFigure
+from .common import PngFigure, keep_initial_state
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TARGET_SETS = {"MiniMind: q_proj, o_proj (square layers)": "minimind",
@@ -138,7 +138,8 @@ def rank_explorer(config, ranks: Sequence[int] = DEFAULT_RANKS, target_sets: dic
     cfg = _config_of(config)
     rank = widgets.SelectionSlider(options=[int(r) for r in ranks], value=8 if 8 in ranks else int(ranks[0]),
                                    description="rank")
-    targets = widgets.Dropdown(options=list(target_sets.items()), description="targets")
+    targets = widgets.Dropdown(options=list(target_sets.items()), description="targets",
+                               layout=widgets.Layout(width="max-content"))   # the longest name in full
     summary = widgets.HTML()
 
     def update(_=None):
@@ -149,7 +150,7 @@ def rank_explorer(config, ranks: Sequence[int] = DEFAULT_RANKS, target_sets: dic
     update()
     box = widgets.VBox([widgets.HBox([rank, targets]), summary])
     box.rank, box.targets, box.summary = rank, targets, summary
-    return box
+    return keep_initial_state(box, html=summary.value)
 
 
 # --------------------------------------------------------------------------------------------

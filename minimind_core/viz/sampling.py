@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from ..generate import filter_logits
 from ..tokenizer import token_labels
-from .common import PngFigure, drawable, font_families, load_widgets, show
+from .common import PngFigure, drawable, font_families, keep_initial_state, load_widgets, show
 
 KEPT = "#2f6db5"
 REMOVED = "#c9c9c9"
@@ -198,7 +198,7 @@ def sampling_explorer(logits, labels=None, n: int = 20, temperature: float = 0.8
         w.observe(update, names="value")
     box.update = update
     update()
-    return box
+    return keep_initial_state(box, figure=box.figure, html=summary.value)
 
 
 # --------------------------------------------------------------------------------------------

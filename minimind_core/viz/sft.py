@@ -25,7 +25,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from ..losses import IGNORE_INDEX
 from ..tokenizer import token_labels
-from .common import PngFigure
+from .common import PngFigure, keep_initial_state
 
 TRAINED_BG = "#b7f0c0"
 TRAINED_BORDER = "#1a7f37"
@@ -146,12 +146,13 @@ def mask_explorer(tokenizer, conversations: Sequence, encode: Callable | None = 
         return loss_mask_html(tokenizer, ids, labels,
                               title=f"conversation {i}: {len(messages)} messages, {turns} assistant turn(s)")
 
-    slider = widgets.IntSlider(value=0, min=0, max=len(convs) - 1, description="conversation")
+    slider = widgets.IntSlider(value=0, min=0, max=len(convs) - 1, description="conversation",
+                               style={"description_width": "initial"})
     view = widgets.HTML(render(0))
     slider.observe(lambda change: setattr(view, "value", render(change["new"])), names="value")
     box = widgets.VBox([slider, view])
     box.slider, box.view, box.render = slider, view, render
-    return box
+    return keep_initial_state(box, html=view.value)
 
 
 def _pair(encoded):

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 from matplotlib.figure import Figure
 
 from ..tokenizer import token_labels
-from .common import PngFigure, load_widgets
+from .common import PngFigure, keep_initial_state, load_widgets
 
 # soft background colours, cycled over the tokens (neighbours always differ)
 PALETTE = ["#fde2a7", "#c6e5b3", "#bfdcf5", "#f7c6d0", "#d9ccf2", "#c9ece6", "#f5d3b8", "#e3e3b0"]
@@ -105,7 +105,7 @@ def tokenizer_playground(tokenizer, text: str = "Hello, MiniMind! 你好，世�
     box_text.observe(update, names="value")
     box.update = update
     update()
-    return box
+    return keep_initial_state(box, html=out.value)
 
 
 def bytes_html(text: str) -> str:

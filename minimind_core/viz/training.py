@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from .common import PngFigure, load_widgets, show
+from .common import PngFigure, keep_initial_state, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def lr_explorer(total: int = 1000, base_lr: float = 5e-4, warmup: int = 0, max_t
         s.observe(update, names="value")
     box.update = update
     update()
-    return box
+    return keep_initial_state(box, figure=box.figure)
 
 
 # --------------------------------------------------------------------------------------------
