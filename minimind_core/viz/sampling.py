@@ -258,12 +258,13 @@ def accuracy_figure(results: Mapping[str, object], chance: float | None = None, 
             ax.text(b.get_x() + b.get_width() / 2, v + 0.015, f"{100 * v:.0f}%", ha="center", va="bottom", fontsize=8)
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1)
-        ax.text(-0.5, chance + 0.01, f" chance {100 * chance:.0f}%", ha="left", va="bottom",
-                fontsize=8, color="grey")
+        # the label sits outside the axes, on the right, where no bar can hide it
+        ax.text(1.005, chance, f"chance {100 * chance:.0f}%", transform=ax.get_yaxis_transform(), ha="left",
+                va="center", fontsize=8, color="grey", clip_on=False)
     ax.set_xticks(x, [f"{r['checkpoint']}\n({r['n_correct']}/{r['n']})" for r in rows])
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("fraction of questions")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)  # below: no bar hidden
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or "Held-out questions, greedy replies", fontsize=10)
     return fig

@@ -273,8 +273,10 @@ def chars_per_token_figure(sweep: dict, mark: int | None = None, reference: dict
             continue
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colours[lang], label=names[lang])
         for v, y in pts:
-            ax.annotate(f"{y:.2f}", (v, y), textcoords="offset points", xytext=(0, 6), ha="center",
-                        fontsize=8, color=colours[lang])
+            on_mark = v == mark   # beside the point there, so the dashed line does not cross the label
+            ax.annotate(f"{y:.2f}", (v, y), textcoords="offset points", xytext=(6, 4) if on_mark else (0, 6),
+                        ha="left" if on_mark else "center", fontsize=8, color=colours[lang],
+                        bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85))
         if reference and lang in reference:
             lo, hi = reference[lang]
             ax.axhspan(lo, hi, color=colours[lang], alpha=0.12,
