@@ -230,7 +230,7 @@ def test_reasoning_content_is_rendered_and_trained(tok):
                 {"role": "assistant", "content": "Because.", "reasoning_content": "think it over"}]
     ids, labels = encode_conversation(messages, tok)
     assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == (
-        "<think>\nthink it over\n</think>\nBecause.<|im_end|>\n")
+        "<think>\nthink it over\n</think>\n\nBecause.<|im_end|>\n")
 
 
 def test_truncation(tok):
