@@ -7,6 +7,10 @@ MiniMind publishes its training data on two hubs with the same file names:
 
 `--source auto` tries ModelScope first (fast inside mainland China) and Hugging Face second.
 
+`REGISTRY` lists the files the hubs serve since MiniMind-3 (March 2026). The names of the files
+they served before (`RETIRED`: pretrain_hq, sft_mini_512, lora_identity, ...) are answered at once,
+before any network access, with what replaces them (`RetiredFileError`).
+
 How a file is fetched
 1. The expected size and sha256 come from the hub's metadata: ModelScope's repository listing
    (`/api/v1/datasets/{owner}/{name}/repo/tree`, fields `Size` and `Sha256`) or, for Hugging Face,
