@@ -15,7 +15,7 @@ that does not need the real text or a GPU:
    full recipe's sequence length (smaller batches), in its own process;
 4. projects the time of one epoch of the real file on a GPU from the model's FLOPs per token.
 
-    python benchmarks/rehearsal.py                  # ~300 MB, about 6 minutes on 2 cores
+    python benchmarks/rehearsal.py                  # 300 MB: 7.5 minutes on 2 busy cores
     python benchmarks/rehearsal.py --size-mb 50     # a quick look
 """
 from __future__ import annotations
@@ -332,10 +332,10 @@ def report(res: dict, mfu: float | None) -> None:
     synth_bpt = biggest["bytes"] / biggest["tokens"]
     real_tokens = REAL_FILE_BYTES / 4.7
     fpt = flops_per_token(res["steps"]["params"], cfg.num_hidden_layers, cfg.hidden_size, seq_len)
-    growth = curve[-1]["peak_rss_mb"] - curve[0]["peak_rss_mb"]
+    growth = round(curve[-1]["peak_rss_mb"] - curve[0]["peak_rss_mb"])
     print("\n4. what this says about the real run")
     print(f"   cache memory: peak RSS {curve[0]['peak_rss_mb']:.0f} MB at {curve[0]['bytes'] / MB:.0f} MB of text and "
-          f"{curve[-1]['peak_rss_mb']:.0f} MB at {curve[-1]['bytes'] / MB:.0f} MB ({growth:+.0f} MB for "
+          f"{curve[-1]['peak_rss_mb']:.0f} MB at {curve[-1]['bytes'] / MB:.0f} MB ({growth:+d} MB for "
           f"{(curve[-1]['bytes'] - curve[0]['bytes']) / MB:.0f} MB more text): it streams")
     print(f"   cache build: {biggest['mbs']:.2f} MB/s here, so the 1.2 GB file takes ~{REAL_FILE_BYTES / MB / biggest['mbs'] / 60:.0f} "
           f"min once (then it is reused); its token file ~{real_tokens * 2 / 1e9:.2f} GB (uint16)")
