@@ -245,7 +245,8 @@ def child_steps(args: dict) -> dict:
     result = train("pretrain", profile="full", data=args["src"], tokenizer=args["tokenizer"], out=args["out"],
                    cache_dir=args["cache_dir"], batch_size=args["batch_size"], accum=args["accum"],
                    max_steps=args["steps"], log_every=1, save_every=0, progress=False, device="cpu",
-                   threads=args["threads"], callbacks=[rows.append])
+                   threads=args["threads"], callbacks=[rows.append],
+                   val_fraction=0.0)  # no held-out loss: only the steps' own time is measured
     elapsed = [0.0] + [r["elapsed_s"] for r in rows]
     cfg = result.config
     return {"step_seconds": [b - a for a, b in zip(elapsed, elapsed[1:])], "losses": [r["loss"] for r in rows],
