@@ -74,7 +74,7 @@ print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB; wa
 PY
 }
 
-echo "== 3. full-profile pretraining, eager, bf16, batch 32 x accum 8 x 512"
+echo "== 3. full-profile pretraining, eager, bf16, batch 32 x accum 8 x 768"
 peak_mem "$STEPS" "$WORK/pretrain_eager"
 report "$WORK/pretrain_eager" 1
 

@@ -18,13 +18,6 @@ from pathlib import Path
 from .errors import CheckpointError
 from .profiles import Profile, get_profile
 
-# which `data download` name provides each of the full profile's files
-_DOWNLOAD_NAMES = {
-    "pretrain_hq.jsonl": "pretrain_hq",
-    "sft_mini_512.jsonl": "sft_mini_512",
-    "lora_identity.jsonl": "lora_identity",
-    "dpo.jsonl": "dpo",
-}
 
 
 class MissingDataError(FileNotFoundError):
@@ -36,14 +29,25 @@ def _profile(profile) -> Profile:
 
 
 def require_data(path: str | Path) -> Path:
-    """`path` if it exists, else a MissingDataError that says how to fetch it."""
+    """`path` if it exists, else a MissingDataError that says how to fetch it (or, for a file
+    MiniMind no longer publishes, what replaces it)."""
+    from .download import REGISTRY, retired_message
+
     path = Path(path)
     if path.exists():
         return path
-    name = _DOWNLOAD_NAMES.get(path.name, path.stem)
+    stem = path.name.removesuffix(".jsonl")
+    retired = retired_message(stem)
+    if retired:
+        raise MissingDataError(f"{path} is missing, and {retired}")
+    if path.name in REGISTRY:
+        f = REGISTRY[path.name]
+        how = (f"Fetch MiniMind's file ({f.description}) with\n"
+               f"    python -m minimind_core data download {stem}\n")
+    else:
+        how = "It is not one of MiniMind's published files: check the path.\n"
     raise MissingDataError(
-        f"{path} is missing. Fetch MiniMind's file with\n"
-        f"    python -m minimind_core data download {name}\n"
+        f"{path} is missing. {how}"
         f"(or choose a smaller profile: MINIMIND_PROFILE=tiny uses the bundled sample corpus)")
 
 

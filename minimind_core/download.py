@@ -7,6 +7,10 @@ MiniMind publishes its training data on two hubs with the same file names:
 
 `--source auto` tries ModelScope first (fast inside mainland China) and Hugging Face second.
 
+`REGISTRY` lists the files the hubs serve since MiniMind-3 (March 2026). The names of the files
+they served before (`RETIRED`: pretrain_hq, sft_mini_512, lora_identity, ...) are answered at once,
+before any network access, with what replaces them (`RetiredFileError`).
+
 How a file is fetched
 1. The expected size and sha256 come from the hub's metadata: ModelScope's repository listing
    (`/api/v1/datasets/{owner}/{name}/repo/tree`, fields `Size` and `Sha256`) or, for Hugging Face,
@@ -45,7 +49,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DownloadError, VerificationError
+from .errors import DownloadError, RetiredFileError, VerificationError
 
 MODELSCOPE_REPO = "gongjy/minimind_dataset"
 MODELSCOPE_REVISION = "master"
@@ -80,26 +84,52 @@ class DataFile:
 REGISTRY: dict[str, DataFile] = {
     f.name: f
     for f in [
-        DataFile("pretrain_hq.jsonl", "pretrain", int(1.6 * GB),
-                 "pretraining text (预训练), about 1.41M lines of {\"text\": ...}"),
-        DataFile("sft_mini_512.jsonl", "sft", int(1.2 * GB),
-                 "compact SFT set (监督微调), conversations up to 512 characters; the quick path"),
-        DataFile("sft_512.jsonl", "sft", int(7.5 * GB), "full SFT set, conversations up to 512 characters"),
-        DataFile("sft_1024.jsonl", "sft", int(5.6 * GB), "distilled SFT set, conversations up to 1024 characters"),
-        DataFile("sft_2048.jsonl", "sft", int(9 * GB), "distilled SFT set, conversations up to 2048 characters"),
-        DataFile("lora_identity.jsonl", "lora", 23 * KB, "self-identity Q&A (自我认知) for a LoRA adapter"),
-        DataFile("lora_medical.jsonl", "lora", 34 * MB, "medical Q&A (医疗问答) for a LoRA adapter"),
-        DataFile("dpo.jsonl", "dpo", int(0.9 * GB), "preference pairs {\"chosen\", \"rejected\"} for DPO"),
-        DataFile("r1_mix_1024.jsonl", "distill", 340 * MB,
-                 "reasoning distillation (推理蒸馏): <think>...</think><answer>...</answer> replies"),
+        DataFile("pretrain_t2t_mini.jsonl", "pretrain", int(1.2 * GB),
+                 "pretraining text (预训练), {\"text\": ...}; the quick path, which the full profile trains on"),
+        DataFile("pretrain_t2t.jsonl", "pretrain", 10 * GB,
+                 "all of MiniMind's pretraining text, same schema; about 8x the quick path"),
+        DataFile("sft_t2t_mini.jsonl", "sft", int(1.6 * GB),
+                 "compact SFT set (监督微调), tool-call and thinking samples mixed in; the full profile's SFT data"),
+        DataFile("sft_t2t.jsonl", "sft", 14 * GB, "all of MiniMind's SFT conversations, same schema"),
+        DataFile("dpo.jsonl", "dpo", 53 * MB, "preference pairs {\"chosen\", \"rejected\"} for DPO"),
+        DataFile("rlaif.jsonl", "rlaif", 24 * MB,
+                 "prompts for RL from AI feedback (PPO/GRPO); the course has no RL stage"),
+        DataFile("agent_rl.jsonl", "agent_rl", 86 * MB, "multi-turn tool-use tasks for agentic RL"),
+        DataFile("agent_rl_math.jsonl", "agent_rl", 18 * MB, "math tasks with tools for agentic RL"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Retired:
+    """A file MiniMind published before MiniMind-3 (March 2026) and no longer serves."""
+
+    name: str
+    replacement: str | None   # the registry file that does its job now, if any
+    why: str
+
+
+RETIRED: dict[str, Retired] = {
+    r.name: r
+    for r in [
+        Retired("pretrain_hq", "pretrain_t2t_mini", "the quick pretraining path is now pretrain_t2t_mini"),
+        Retired("sft_mini_512", "sft_t2t_mini", "the compact SFT set is now sft_t2t_mini"),
+        Retired("sft_512", "sft_t2t", "the full SFT set is now sft_t2t"),
+        Retired("sft_1024", "sft_t2t", "the full SFT set is now sft_t2t"),
+        Retired("sft_2048", "sft_t2t", "the full SFT set is now sft_t2t"),
+        Retired("r1_mix_1024", "sft_t2t_mini",
+                "thinking now comes as the reasoning_content of sft_t2t_mini's assistant turns"),
+        Retired("lora_identity", None,
+                "the course ships its own identity set, minimind_core/sample/identity.jsonl, which the full "
+                "profile's LoRA stage uses: nothing to download"),
+        Retired("lora_medical", None,
+                "MiniMind publishes no medical set any more; any file in the SFT schema can train a LoRA adapter"),
     ]
 }
 
 
 # --------------------------------------------------------------------------------------------
 # errors
-
-
 
 
 class _NotFound(Exception):
@@ -118,15 +148,34 @@ class _Interrupted(Exception):
 # names and URLs
 
 
+def retired_message(stem: str) -> str | None:
+    """What to fetch instead of a retired file, in one line; None when `stem` is not retired."""
+    r = RETIRED.get(stem)
+    if r is None:
+        return None
+    if r.replacement is None:
+        return f"{r.name} was retired by MiniMind in March 2026 (MiniMind-3): {r.why}"
+    return (f"{r.name} was retired by MiniMind in March 2026 (MiniMind-3): {r.why}; fetch it with "
+            f"`python -m minimind_core data download {r.replacement}`")
+
+
 def resolve_name(name: str) -> DataFile:
-    """`sft_mini_512` or `sft_mini_512.jsonl` -> its registry entry; unknown names raise ValueError."""
+    """`sft_t2t_mini` or `sft_t2t_mini.jsonl` -> its registry entry.
+
+    A retired name raises RetiredFileError naming its replacement; an unknown one, ValueError
+    with the closest known name. Neither touches the network.
+    """
     key = name.strip()
     if not key.endswith(".jsonl"):
         key += ".jsonl"
     if key in REGISTRY:
         return REGISTRY[key]
+    stem = key[: -len(".jsonl")]
+    retired = retired_message(stem)
+    if retired:
+        raise RetiredFileError(retired)
     stems = [n[: -len(".jsonl")] for n in REGISTRY]
-    close = difflib.get_close_matches(key[: -len(".jsonl")], stems, n=1)
+    close = difflib.get_close_matches(stem, stems + list(RETIRED), n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise ValueError(f"unknown data file {name!r}{hint}; known: {', '.join(stems)}")
 
@@ -656,10 +705,13 @@ def list_files(out_dir: Path) -> str:
         "Sizes are approximate. Sources, tried in this order with --source auto:",
         f"  modelscope   {ep['modelscope']}/datasets/{MODELSCOPE_REPO}  (MINIMIND_MODELSCOPE_URL)",
         f"  huggingface  {ep['huggingface']}/datasets/{HF_REPO}  (MINIMIND_HF_URL or HF_ENDPOINT)",
-        "Example: python -m minimind_core data download pretrain_hq sft_mini_512",
+        "Retired in March 2026 (MiniMind-3), with what replaces them:",
+        "  " + ", ".join(f"{r.name} -> {r.replacement or 'nothing to download'}" for r in RETIRED.values()),
+        "Example: python -m minimind_core data download pretrain_t2t_mini sft_t2t_mini dpo",
     ]
     return "\n".join(lines)
 
 
-__all__ = ["DataFile", "REGISTRY", "DownloadError", "VerificationError", "resolve_name", "endpoints",
+__all__ = ["DataFile", "REGISTRY", "RETIRED", "Retired", "RetiredFileError", "DownloadError",
+           "VerificationError", "retired_message", "resolve_name", "endpoints",
            "file_url", "source_order", "remote_metadata", "download", "sha256_file", "list_files"]

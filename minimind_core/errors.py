@@ -8,7 +8,8 @@ without a traceback. None of them needs torch, so raising and catching them is c
     ├── DataError          a data file's content: bad JSON, a missing field, an empty file
     ├── CheckpointError    a model or run folder: missing, incomplete, of another kind
     ├── TrainError         a run's options or state (NonFiniteLossError: NaN/inf loss)
-    ├── DownloadError      fetching MiniMind's data (VerificationError: checksum or size)
+    ├── DownloadError      fetching MiniMind's data (VerificationError: checksum or size;
+    │                      RetiredFileError: a file MiniMind no longer publishes)
     ├── EvalError          an evaluation file or request
     └── ExportError        a model that cannot be written in the asked format
 """
@@ -53,6 +54,10 @@ class VerificationError(DownloadError):
     """A downloaded file's size or checksum is not the expected one."""
 
 
+class RetiredFileError(DownloadError, ValueError):
+    """A data file MiniMind no longer publishes was asked for; the message names its replacement."""
+
+
 class EvalError(MiniMindError, ValueError):
     """An evaluation file or request is malformed."""
 
@@ -62,4 +67,4 @@ class ExportError(MiniMindError):
 
 
 __all__ = ["MiniMindError", "DataError", "CheckpointError", "TrainError", "NonFiniteLossError",
-           "DownloadError", "VerificationError", "EvalError", "ExportError"]
+           "DownloadError", "VerificationError", "RetiredFileError", "EvalError", "ExportError"]

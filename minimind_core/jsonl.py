@@ -1,7 +1,7 @@
 """Streaming JSONL readers that check every line against a training stage's schema.
 
 MiniMind's data files are JSON Lines: one JSON object per line, UTF-8. The files are big
-(`pretrain_hq.jsonl` is 1.6 GB), so nothing here loads a whole file: records are read one line
+(`sft_t2t.jsonl` is 14 GB), so nothing here loads a whole file: records are read one line
 at a time, and `LineIndex` remembers only where each line starts, so that a dataset can read
 line i on demand.
 
@@ -12,9 +12,12 @@ Schemas (see data/README.md):
     dpo                 {"chosen": [messages...], "rejected": [messages...]}
     eval_qa             {"conversations": [question, reference...], "expected": "...", "choices": [...]}
 
-A message is {"role": system|user|assistant|tool, "content": str}; assistant messages may also
-carry "reasoning_content" (str) and "tool_calls" (list). A conversation needs at least one
-assistant message, because only assistant tokens are trained (监督微调 trains the replies).
+A message is {"role": system|user|assistant|tool, "content": str}. As in MiniMind-3's files, the
+first message, a system message, may carry "tools" (the tools' JSON schemas) and an assistant
+message "tool_calls" ([{"name": ..., "arguments": {...}}, ...]), each an array or a JSON string
+holding one; an assistant message may carry "reasoning_content" (its thinking, a string), and a
+"tool" message holds a tool's result. A conversation needs at least one assistant message,
+because only assistant tokens are trained (监督微调 trains the replies).
 
 Every problem is reported as a `DataError` that names the file, the 1-based line and the field:
 
@@ -73,47 +76,92 @@ def _type_name(v) -> str:
 
 
 def _check_messages(value, field: str, need_assistant: bool = True):
-    """Raise (field, reason) as a tuple-carrying _Bad when `value` is not a valid message list."""
+    """Raise _Bad(field, reason) when `value` is not a valid message list."""
     if not isinstance(value, list):
         raise _Bad(field, f"expected an array of messages, got {_type_name(value)}")
     if not value:
         raise _Bad(field, "empty conversation; expected at least one user and one assistant message")
-    has_assistant = False
     for i, m in enumerate(value):
-        f = f"{field}[{i}]"
-        if not isinstance(m, dict):
-            raise _Bad(f, f'expected a message object {{"role": ..., "content": ...}}, got {_type_name(m)}')
-        if "role" not in m:
-            raise _Bad(f"{f}.role", "missing; expected one of " + ", ".join(ROLES))
-        role = m["role"]
-        if not isinstance(role, str):
-            raise _Bad(f"{f}.role", f"expected a string, got {_type_name(role)}")
-        if role not in ROLES:
-            raise _Bad(f"{f}.role", f"unknown role {role!r}; expected one of " + ", ".join(ROLES))
-        tool_calls = m.get("tool_calls")
-        if tool_calls is not None:
-            if role != "assistant":
-                raise _Bad(f"{f}.tool_calls", f"only assistant messages may carry tool calls, not {role!r}")
-            if not isinstance(tool_calls, list):
-                raise _Bad(f"{f}.tool_calls", f"expected an array, got {_type_name(tool_calls)}")
-        if "reasoning_content" in m and m["reasoning_content"] is not None:
-            if not isinstance(m["reasoning_content"], str):
-                raise _Bad(f"{f}.reasoning_content",
-                           f"expected a string, got {_type_name(m['reasoning_content'])}")
-        if "content" not in m:
-            if tool_calls:  # an assistant turn that only calls tools may omit its text
-                continue
-            raise _Bad(f"{f}.content", "missing; expected a non-empty string")
-        content = m["content"]
-        if content is None and tool_calls:
-            pass
-        elif not isinstance(content, str):
-            raise _Bad(f"{f}.content", f"expected a string, got {_type_name(content)}")
-        elif not content.strip() and not tool_calls and not m.get("reasoning_content"):
-            raise _Bad(f"{f}.content", "empty; expected a non-empty string")
-        has_assistant = has_assistant or role == "assistant"
-    if need_assistant and not has_assistant:
+        _check_message(m, f"{field}[{i}]", first=i == 0)
+    if need_assistant and not any(m["role"] == "assistant" for m in value):
         raise _Bad(field, "no assistant message; expected at least one (only assistant tokens are trained)")
+
+
+def _check_message(m, f: str, first: bool) -> None:
+    """One message: its role, the fields that role may carry, and its content."""
+    if not isinstance(m, dict):
+        raise _Bad(f, f'expected a message object {{"role": ..., "content": ...}}, got {_type_name(m)}')
+    if "role" not in m:
+        raise _Bad(f"{f}.role", "missing; expected one of " + ", ".join(ROLES))
+    role = m["role"]
+    if not isinstance(role, str):
+        raise _Bad(f"{f}.role", f"expected a string, got {_type_name(role)}")
+    if role not in ROLES:
+        raise _Bad(f"{f}.role", f"unknown role {role!r}; expected one of " + ", ".join(ROLES))
+    if _present(m.get("tools")):
+        if role != "system" or not first:
+            raise _Bad(f"{f}.tools", "tools belong on the first message, a system message")
+        for j, tool in enumerate(_json_array(m["tools"], f"{f}.tools")):
+            if not isinstance(tool, dict):
+                raise _Bad(f"{f}.tools[{j}]", f"expected a JSON schema object, got {_type_name(tool)}")
+    tool_calls = m.get("tool_calls")
+    if _present(tool_calls):
+        if role != "assistant":
+            raise _Bad(f"{f}.tool_calls", f"only assistant messages may carry tool calls, not {role!r}")
+        tool_calls = _json_array(tool_calls, f"{f}.tool_calls")
+        for j, call in enumerate(tool_calls):
+            _check_tool_call(call, f"{f}.tool_calls[{j}]")
+    reasoning = m.get("reasoning_content")
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise _Bad(f"{f}.reasoning_content", f"expected a string, got {_type_name(reasoning)}")
+    content = m.get("content", _MISSING)
+    if tool_calls and content in (_MISSING, None):  # a turn that only calls tools may omit its text
+        return
+    if content is _MISSING:
+        raise _Bad(f"{f}.content", "missing; expected a non-empty string")
+    if not isinstance(content, str):
+        raise _Bad(f"{f}.content", f"expected a string, got {_type_name(content)}")
+    # a tool may return nothing; an assistant turn may be only thinking or only tool calls
+    if role != "tool" and not content.strip() and not tool_calls and not reasoning:
+        raise _Bad(f"{f}.content", "empty; expected a non-empty string")
+
+
+_MISSING = object()
+
+
+def _present(value) -> bool:
+    """Whether an optional `tools` / `tool_calls` field holds anything (null and "" do not)."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _json_array(value, field: str) -> list:
+    """`tools` / `tool_calls`: an array, or a JSON string holding one (as in MiniMind's files)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise _Bad(field, f"malformed JSON string: {e.msg} (character {e.pos + 1}); "
+                              "expected a JSON array as a string, or an array") from None
+    if not isinstance(value, list):
+        raise _Bad(field, f"expected an array, got {_type_name(value)}")
+    return value
+
+
+def _check_tool_call(call, f: str) -> None:
+    """{"name": str, "arguments": object or JSON string}, or the OpenAI form {"function": {...}}."""
+    if not isinstance(call, dict):
+        raise _Bad(f, f'expected a call object {{"name": ..., "arguments": {{...}}}}, got {_type_name(call)}')
+    if "function" in call:
+        call, f = call["function"], f"{f}.function"
+        if not isinstance(call, dict):
+            raise _Bad(f, f"expected an object, got {_type_name(call)}")
+    name = call.get("name")
+    if not isinstance(name, str) or not name.strip():
+        why = "missing" if name is None else f"got {_type_name(name)}" if not isinstance(name, str) else "empty"
+        raise _Bad(f"{f}.name", f"{why}; expected the tool's name as a non-empty string")
+    args = call.get("arguments", {})
+    if not isinstance(args, (dict, str)):
+        raise _Bad(f"{f}.arguments", f"expected an object or a JSON string, got {_type_name(args)}")
 
 
 class _Bad(Exception):

@@ -555,7 +555,7 @@ def fact_qa(entity, kind, lang, rng):
     return q, answer(entity, kind, lang)
 
 
-def sft_convs(world: World, rng: random.Random) -> list:
+def sft_convs(world: World, rng: random.Random, tool_rng: random.Random | None = None) -> list:
     train_people = [p for p in world.people if p.train]
     train_cities = [c for c in world.cities if c.train]
     convs = []
@@ -587,8 +587,97 @@ def sft_convs(world: World, rng: random.Random) -> list:
     out = [{"conversations": c} for c in convs]
     out += identity_convs(rng, IDENTITY_NAME, 30)
     out += instruction_convs(rng)
+    if tool_rng is not None:
+        out += tool_and_thinking_convs(world, tool_rng)
     rng.shuffle(out)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tool calls and thinking (MiniMind-3's SFT schema): a few conversations so that the smoke and
+# tiny profiles train the whole path. The tools answer from the sample world itself.
+# --------------------------------------------------------------------------------------------
+
+def _tool(name: str, param: str) -> dict:
+    """A tool's JSON schema, as short as the format allows: a small model's context is short."""
+    return {"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": {param: {"type": "string"}}, "required": [param]}}}
+
+
+LOOKUP_TOOL = _tool("lookup_person", "name")
+WEATHER_TOOL = _tool("weather", "city")
+TOOL_SYSTEM = {"en": "You are MiniMind.", "zh": "你是MiniMind。"}
+SKIES = {"en": ["sunny", "rainy", "cloudy", "snowy", "windy"], "zh": ["晴天", "下雨", "多云", "下雪", "大风"]}
+WEATHER_Q = {"en": ["What is the weather like in {c} today?", "Is it raining in {c}?", "How warm is it in {c}?"],
+             "zh": ["{c}今天天气怎么样？", "{c}现在下雨吗？", "{c}今天多少度？"]}
+WEATHER_A = {"en": "In {c} it is {sky} today, {t} °C.", "zh": "{c}今天{sky}，气温{t}度。"}
+THINK_LOOKUP = {"en": "I should look {po} up.", "zh": "我应该先查一下{N}。"}
+THINK_FACT = {"en": "The question asks about {N}. {fact} So the answer is {v}.",
+              "zh": "问题问的是{N}。{fact}所以答案是{v}。"}
+THINK_SUM = {"en": "{a} plus {b}: counting {b} up from {a} gives {s}.", "zh": "{a}加{b}，从{a}往上数{b}个，得到{s}。"}
+
+
+def _call(tool: str, **arguments) -> list:
+    return [{"name": tool, "arguments": arguments}]
+
+
+def lookup_conv(p: Person, kind: str, lang: str, rng: random.Random, think: bool) -> list:
+    """Ask about a person; the assistant calls lookup_person and answers from its result."""
+    li = 0 if lang == "en" else 1
+    name = p.en if lang == "en" else p.zh
+    result = {"city": CITIES[p.city][li], "job": JOBS[p.job][li], "food": FOODS[p.food][li]}
+    call = {"role": "assistant", "content": "", "tool_calls": json.dumps(_call("lookup_person", name=name),
+                                                                         ensure_ascii=False)}
+    if think:
+        call["reasoning_content"] = THINK_LOOKUP[lang].format(**{**_person_slots(p, lang, False), "N": name})
+    return [{"role": "system", "content": TOOL_SYSTEM[lang], "tools": json.dumps([LOOKUP_TOOL], ensure_ascii=False)},
+            _user(question(p, kind, lang, rng.choice(QUESTIONS[lang][kind]))), call,
+            {"role": "tool", "content": json.dumps(result, ensure_ascii=False)},
+            _assistant(answer(p, kind, lang))]
+
+
+def weather_conv(c: City, lang: str, rng: random.Random) -> list:
+    """Ask for a city's weather (made up, not a world fact); tool_calls as an array, tools too."""
+    name = c.en if lang == "en" else c.zh
+    sky, t = rng.randrange(len(SKIES["en"])), rng.randint(-5, 30)
+    result = {"sky": SKIES[lang][sky], "temp_c": t}
+    return [{"role": "system", "content": TOOL_SYSTEM[lang], "tools": [WEATHER_TOOL]},
+            _user(rng.choice(WEATHER_Q[lang]).format(c=name)),
+            {"role": "assistant", "content": "", "tool_calls": _call("weather", city=name)},
+            {"role": "tool", "content": json.dumps(result, ensure_ascii=False)},
+            _assistant(WEATHER_A[lang].format(c=name, sky=SKIES[lang][sky], t=t))]
+
+
+def thinking_conv(p: Person, kind: str, lang: str, rng: random.Random) -> list:
+    """A fact question whose reply thinks first (reasoning_content), then answers."""
+    name = p.en if lang == "en" else p.zh
+    fact = _fill(rng.choice(PERSON_FACTS[kind][lang]), _person_slots(p, lang, True))
+    reasoning = THINK_FACT[lang].format(N=name, fact=fact, v=_fact_value(p, kind, lang))
+    return [_user(question(p, kind, lang, rng.choice(QUESTIONS[lang][kind]))),
+            {"role": "assistant", "content": answer(p, kind, lang), "reasoning_content": reasoning}]
+
+
+def sum_conv(lang: str, rng: random.Random) -> list:
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    q, reply = ((f"What is {a} + {b}?", f"{a} + {b} = {a + b}.") if lang == "en"
+                else (f"{a}加{b}等于几？", f"{a}加{b}等于{a + b}。"))
+    return [_user(q), {"role": "assistant", "content": reply,
+                       "reasoning_content": THINK_SUM[lang].format(a=a, b=b, s=a + b)}]
+
+
+def tool_and_thinking_convs(world: World, rng: random.Random) -> list:
+    """Per language: 10 lookups (3 of them thinking first), 6 weather questions, 8 replies that
+    think first. Only train-half people and cities are named."""
+    people = [p for p in world.people if p.train]
+    cities = [c for c in world.cities if c.train]
+    out = []
+    for lang in LANGS:
+        for i in range(10):
+            out.append(lookup_conv(rng.choice(people), rng.choice(list(PERSON_FACTS)), lang, rng, think=i < 3))
+        out += [weather_conv(rng.choice(cities), lang, rng) for _ in range(6)]
+        out += [thinking_conv(rng.choice(people), rng.choice(list(PERSON_FACTS)), lang, rng) for _ in range(4)]
+        out += [sum_conv(lang, rng) for _ in range(4)]
+    return [{"conversations": c} for c in out]
 
 
 def eval_items(world: World, rng: random.Random) -> list:
@@ -679,9 +768,18 @@ def _write_jsonl(path: Path, rows: list) -> None:
 
 
 def tokenizer_texts(pretrain: list, sft: list) -> list:
-    """What the sample tokenizer is trained on: the pretraining text and every SFT message."""
+    """What the sample tokenizer is trained on: the pretraining text, every SFT message, and the
+    whole rendered chat of each conversation with tools or thinking, so that the tools block's
+    English and the JSON around the calls get a few tokens of their own. Without that a tool
+    conversation needs up to ~470 positions; with it, up to ~300 (the small profiles' SFT window
+    is 320). Counting those chats more often would shorten them further, but takes merges from
+    the world's names: with five copies the tiny profile's held-out accuracy fell from 0.80 to 0.75."""
+    from .chat import render_chat
+
     texts = [d["text"] for d in pretrain]
     texts += [m["content"] for conv in sft for m in conv["conversations"]]
+    texts += [render_chat(conv["conversations"]) for conv in sft
+              if any(m.get("tools") or m.get("reasoning_content") for m in conv["conversations"])]
     return texts
 
 
@@ -691,7 +789,7 @@ def generate(seed: int = DEFAULT_SEED) -> dict:
     world = build_world(rng)
     return {
         "pretrain": pretrain_docs(world, random.Random(seed + 1)),
-        "sft": sft_convs(world, random.Random(seed + 2)),
+        "sft": sft_convs(world, random.Random(seed + 2), random.Random(seed + 6)),
         "eval_qa": eval_items(world, random.Random(seed + 3)),
         "lora": lora_convs(world, random.Random(seed + 4)),
         "lora_eval": lora_eval_items(),
@@ -707,6 +805,7 @@ def write_sample_corpus(out_dir=None, seed: int = DEFAULT_SEED, tokenizer: bool 
     names there are replaced; nothing else in the folder is touched. The same seed always gives
     the same bytes.
     """
+    from .identity import write_identity_set
     from .paths import SAMPLE_DIR
 
     out = Path(out_dir) if out_dir is not None else SAMPLE_DIR
@@ -716,6 +815,7 @@ def write_sample_corpus(out_dir=None, seed: int = DEFAULT_SEED, tokenizer: bool 
     for key, name in FILES.items():
         _write_jsonl(out / name, corpus[key])
         paths[key] = out / name
+    paths["identity"] = write_identity_set(out)
     if tokenizer:
         from .tokenizer import train_tokenizer
 

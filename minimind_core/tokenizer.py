@@ -8,6 +8,13 @@ pre-tokenizer without prefix space, no automatic BOS/EOS) saved as a tokenizer f
     1 <|im_start|>    begins a chat message (bos)
     2 <|im_end|>      ends a chat message (eos)
 
+then six tokens reserved for tool calls and thinking, ids 3-8, so that the chat template's tags
+are one token each however rare they were in the training text (as in MiniMind-3, they are
+added tokens but not "special": decoding with skip_special_tokens keeps them, because they are
+part of what the model says):
+
+    3 <tool_call>   4 </tool_call>   5 <tool_response>   6 </tool_response>   7 <think>   8 </think>
+
 Every tokenizer carries the chat template of `minimind_core.chat`, where the chat format lives.
 `save_tokenizer` writes a tokenizer folder that every transformers from 4.46 on reads the same way.
 
@@ -24,6 +31,7 @@ from .chat import CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+RESERVED_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None,
@@ -32,24 +40,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
 
     Returns a `PreTrainedTokenizerFast` with the special tokens and the chat template set.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    if vocab_size < len(SPECIAL_TOKENS) + 256:
-        raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + 256} "
-                         f"(3 special tokens + 256 bytes), got {vocab_size}")
+    added = SPECIAL_TOKENS + RESERVED_TOKENS
+    if vocab_size < len(added) + 256:
+        raise ValueError(f"vocab_size must be at least {len(added) + 256} ({len(SPECIAL_TOKENS)} special "
+                         f"+ {len(RESERVED_TOKENS)} reserved tokens + 256 bytes), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=added,          # ids 0..8, in this order, before the 256 bytes
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    for i, s in enumerate(SPECIAL_TOKENS):
-        assert tok.token_to_id(s) == i, f"special token {s} got id {tok.token_to_id(s)}"
+    # the trainer marks all of them special; the reserved ones are ordinary added tokens
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in RESERVED_TOKENS])
+    tok = Tokenizer.from_str(tok.to_str())
+    for i, s in enumerate(added):
+        assert tok.token_to_id(s) == i, f"added token {s} got id {tok.token_to_id(s)}"
     hf = wrap_tokenizer(tok, model_max_length=model_max_length)
     if out_dir is not None:
         save_tokenizer(hf, out_dir)

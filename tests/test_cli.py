@@ -172,6 +172,7 @@ def test_runs_and_data_follow_the_working_directory(tmp_path, where, home, expec
 
 
 SAMPLE_FILES = ["pretrain.jsonl", "sft.jsonl", "eval_qa.jsonl", "lora.jsonl", "lora_eval.jsonl", "dpo.jsonl",
+                "identity.jsonl",
                 "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "tokenizer/chat_template.jinja"]
 
 

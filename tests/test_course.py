@@ -110,3 +110,27 @@ def test_quiet_training_shows_one_line_and_keeps_the_log_in_the_run_folder(corpu
     log = (prof.run_dir("pretrain") / "train.log").read_text(encoding="utf-8")
     assert "Epoch:[1/1]" in log and "loss:" in log
     assert ck.run_status(prof.run_dir("pretrain")) == ("complete", found)
+
+
+def test_full_profile_reads_todays_files_and_says_how_to_get_each(tmp_path):
+    """Every file of the full profile is one MiniMind publishes today (and the missing-file message
+    names its `data download` command) or ships with the course; none is a retired name."""
+    from minimind_core.course import MissingDataError, require_data
+    from minimind_core.download import REGISTRY, RETIRED
+    from minimind_core.profiles import SAMPLE_DIR
+
+    full = get_profile("full")
+    files = {stage: full.stage(stage).data for stage in ("pretrain", "sft", "lora", "dpo", "distill")}
+    assert {s: p.name for s, p in files.items()} == {
+        "pretrain": "pretrain_t2t_mini.jsonl", "sft": "sft_t2t_mini.jsonl", "lora": "identity.jsonl",
+        "dpo": "dpo.jsonl", "distill": "sft_t2t_mini.jsonl"}
+    assert files["lora"].parent == SAMPLE_DIR and require_data(files["lora"]) == files["lora"]
+    for stage, path in files.items():
+        assert path.stem not in RETIRED
+        if path.parent != SAMPLE_DIR:
+            assert path.name in REGISTRY
+            with pytest.raises(MissingDataError, match=f"data download {path.stem}\n"):
+                require_data(tmp_path / path.name)
+    assert (full.stage("pretrain").seq_len, full.stage("sft").seq_len, full.stage("dpo").seq_len) == (768, 768, 1024)
+    assert (full.stage("pretrain").lr, full.stage("sft").lr, full.stage("dpo").lr) == (5e-4, 1e-5, 4e-8)
+    assert (full.stage("dpo").dpo.beta, full.stage("dpo").dpo.score) == (0.15, "sum")

@@ -230,7 +230,55 @@ def test_reasoning_content_is_rendered_and_trained(tok):
                 {"role": "assistant", "content": "Because.", "reasoning_content": "think it over"}]
     ids, labels = encode_conversation(messages, tok)
     assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == (
-        "<think>\nthink it over\n</think>\nBecause.<|im_end|>\n")
+        "<think>\nthink it over\n</think>\n\nBecause.<|im_end|>\n")
+
+
+TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOL_CONVERSATION = [
+    {"role": "system", "content": "你是助手", "tools": json.dumps(TOOLS)},
+    {"role": "user", "content": "Is it raining in the park?"},
+    {"role": "assistant", "content": "", "reasoning_content": "ask the tool",
+     "tool_calls": '[{"name": "weather", "arguments": {"city": "park"}}]'},
+    {"role": "tool", "content": '{"sky": "rain"}'},
+    {"role": "assistant", "content": "Yes, it rains."},
+]
+
+
+def test_tool_call_mask_token_by_token(tok):
+    """Thinking, tool calls and replies are trained with their <|im_end|>\\n; the system prompt
+    with its tools, the user turn, the tool result and every role header are not."""
+    tool_json = json.dumps(TOOLS[0])
+    untrained_system = ("<|im_start|>system\n你是助手\n\n# Tools\n\nYou may call one or more functions to "
+                        "assist with the user query.\n\nYou are provided with function signatures within "
+                        "<tools></tools> XML tags:\n<tools>\n" + tool_json + "\n</tools>\n\nFor each function "
+                        "call, return a json object with function name and arguments within <tool_call></tool_call> "
+                        "XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+                        "<args-json-object>}\n</tool_call><|im_end|>\n")
+    pieces = [
+        (untrained_system, False),
+        ("<|im_start|>user\nIs it raining in the park?<|im_end|>\n", False),
+        ("<|im_start|>assistant\n", False),
+        ("<think>\nask the tool\n</think>\n\n<tool_call>\n{\"name\": \"weather\", \"arguments\": "
+         "{\"city\": \"park\"}}\n</tool_call><|im_end|>\n", True),
+        ("<|im_start|>user\n<tool_response>\n{\"sky\": \"rain\"}\n</tool_response><|im_end|>\n", False),
+        ("<|im_start|>assistant\n", False),
+        ("Yes, it rains.<|im_end|>\n", True),
+    ]
+    ids, labels = encode_conversation(TOOL_CONVERSATION, tok)
+    want = [(t, trained) for text, trained in pieces for t in encode_text(tok, text)]
+    assert [tok.convert_ids_to_tokens(i) for i in ids] == [tok.convert_ids_to_tokens(t) for t, _ in want]
+    for pos, ((i, label), (t, trained)) in enumerate(zip(zip(ids, labels), want)):
+        assert label == (t if trained else IGNORE_INDEX), (pos, tok.convert_ids_to_tokens(t), trained)
+    # the tags are single tokens: the trained ones are the think and tool-call tags, the untrained
+    # ones the tags the system prompt mentions and the tool response's
+    tag = {tok.convert_tokens_to_ids(t): t for t in ("<think>", "</think>", "<tool_call>", "</tool_call>",
+                                                      "<tool_response>", "</tool_response>")}
+    assert [tag[i] for i, l in zip(ids, labels) if i in tag and l != IGNORE_INDEX] == [
+        "<think>", "</think>", "<tool_call>", "</tool_call>"]
+    assert [tag[i] for i, l in zip(ids, labels) if i in tag and l == IGNORE_INDEX] == [
+        "<tool_call>", "</tool_call>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+    assert sum(1 for i, l in zip(ids, labels) if i == EOS_ID and l != IGNORE_INDEX) == 2
 
 
 def test_truncation(tok):

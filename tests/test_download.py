@@ -14,7 +14,7 @@ import pytest
 from minimind_core import download as dl
 from minimind_core.cli import main
 
-NAME = "lora_identity.jsonl"
+NAME = "rlaif.jsonl"
 PAYLOAD = random.Random(0).randbytes(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 MS_PREFIX = f"/datasets/{dl.MODELSCOPE_REPO}/resolve/{dl.MODELSCOPE_REVISION}/"
@@ -158,12 +158,16 @@ def test_registry_names_and_urls(monkeypatch):
     monkeypatch.delenv("MINIMIND_MODELSCOPE_URL", raising=False)
     monkeypatch.delenv("MINIMIND_HF_URL", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert set(dl.REGISTRY) >= {"pretrain_hq.jsonl", "sft_mini_512.jsonl", "sft_512.jsonl", "sft_1024.jsonl",
-                                "sft_2048.jsonl", "lora_identity.jsonl", "lora_medical.jsonl", "dpo.jsonl",
-                                "r1_mix_1024.jsonl"}
-    assert dl.resolve_name("sft_mini_512") is dl.resolve_name("sft_mini_512.jsonl")
-    with pytest.raises(ValueError, match="did you mean sft_mini_512"):
-        dl.resolve_name("sft_mini512")
+    assert set(dl.REGISTRY) == {"pretrain_t2t_mini.jsonl", "pretrain_t2t.jsonl", "sft_t2t_mini.jsonl",
+                                "sft_t2t.jsonl", "dpo.jsonl", "rlaif.jsonl", "agent_rl.jsonl",
+                                "agent_rl_math.jsonl"}
+    assert {f.name: f.stage for f in dl.REGISTRY.values() if f.stage in ("pretrain", "sft", "dpo")} == {
+        "pretrain_t2t_mini.jsonl": "pretrain", "pretrain_t2t.jsonl": "pretrain", "sft_t2t_mini.jsonl": "sft",
+        "sft_t2t.jsonl": "sft", "dpo.jsonl": "dpo"}
+    assert dl.REGISTRY["sft_t2t.jsonl"].approx_size == 14 * dl.GB and dl.REGISTRY["dpo.jsonl"].approx_size == 53 * dl.MB
+    assert dl.resolve_name("sft_t2t_mini") is dl.resolve_name("sft_t2t_mini.jsonl")
+    with pytest.raises(ValueError, match="did you mean sft_t2t_mini"):
+        dl.resolve_name("sft_t2tmini")
     assert dl.file_url("modelscope", "dpo.jsonl") == \
         "https://www.modelscope.cn/datasets/gongjy/minimind_dataset/resolve/master/dpo.jsonl"
     assert dl.file_url("huggingface", "dpo.jsonl") == \
@@ -244,7 +248,7 @@ def test_part_of_another_version_is_not_resumed(hub, tmp_path):
 
 def test_bad_checksum_refused(hub, tmp_path, capsys):
     hub.ms_sha = "0" * 64
-    rc = main(["data", "download", "lora_identity", "--out", str(tmp_path), "--source", "modelscope"])
+    rc = main(["data", "download", "rlaif", "--out", str(tmp_path), "--source", "modelscope"])
     err = capsys.readouterr().err
     assert rc != 0
     assert f"expected {'0' * 64}, got {SHA}" in err and "refused" in err
@@ -281,7 +285,7 @@ def test_unreachable_host_gives_clear_message(tmp_path, monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MINIMIND_MODELSCOPE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MINIMIND_HF_URL", f"http://127.0.0.1:{port}/hf")
-    rc = main(["data", "download", "lora_identity", "--out", str(tmp_path)])
+    rc = main(["data", "download", "rlaif", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc != 0
     ms_url = f"http://127.0.0.1:{port}{MS_PREFIX}{NAME}"
@@ -326,9 +330,41 @@ def test_cli_lists_known_files(tmp_path, capsys):
     out = capsys.readouterr().out
     for f in dl.REGISTRY.values():
         assert f.name[:-6] in out
-    assert "~1.6 GB" in out and "present" in out and "MINIMIND_HF_URL" in out
+    assert "~1.6 GB" in out and "~53 MB" in out and "present" in out and "MINIMIND_HF_URL" in out
+    assert "pretrain_hq -> pretrain_t2t_mini" in out and "lora_identity -> nothing to download" in out
 
 
 def test_cli_unknown_name(tmp_path, capsys):
     assert main(["data", "download", "pretrain", "--out", str(tmp_path)]) == 2
     assert "unknown data file 'pretrain'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old, new", [("pretrain_hq", "pretrain_t2t_mini"), ("sft_mini_512", "sft_t2t_mini"),
+                                      ("sft_512", "sft_t2t"), ("sft_1024", "sft_t2t"), ("sft_2048", "sft_t2t"),
+                                      ("r1_mix_1024", "sft_t2t_mini"), ("lora_identity", None),
+                                      ("lora_medical", None)])
+def test_retired_names_name_their_replacement(old, new):
+    with pytest.raises(dl.RetiredFileError, match=f"{old} was retired by MiniMind in March 2026") as e:
+        dl.resolve_name(old + ".jsonl")
+    msg = str(e.value)
+    assert "\n" not in msg
+    if new:
+        assert msg.endswith(f"`python -m minimind_core data download {new}`")
+    assert ("identity.jsonl" in msg) == (old == "lora_identity")
+    assert isinstance(e.value, ValueError) and isinstance(e.value, dl.DownloadError)
+
+
+def test_cli_retired_names_answer_before_the_network(hub, tmp_path, capsys):
+    """Every bad name is reported at once and nothing is fetched, not even the good name's metadata."""
+    rc = main(["data", "download", "dpo", "pretrain_hq", "sft_mini_512", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and hub.log == []
+    assert "pretrain_hq was retired" in err and "data download pretrain_t2t_mini" in err
+    assert "sft_mini_512 was retired" in err and "data download sft_t2t_mini" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_download_api_refuses_a_retired_name_without_the_network(hub, tmp_path):
+    with pytest.raises(dl.RetiredFileError, match="pretrain_t2t_mini"):
+        dl.download("pretrain_hq", tmp_path, progress=False, log=lambda m: None)
+    assert hub.log == [] and not any(tmp_path.iterdir())

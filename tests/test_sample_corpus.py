@@ -10,7 +10,7 @@ from minimind_core.evaluate import load_eval_items, score_reply
 from minimind_core.jsonl import check_file
 from minimind_core.profiles import SAMPLE_DIR
 
-JSONL = sorted(sc.FILES.values())
+JSONL = sorted(sc.FILES.values()) + ["identity.jsonl"]
 
 
 def _read(path):
@@ -29,7 +29,8 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path, regenerated):
     first, _ = regenerated
     again = sc.write_sample_corpus(tmp_path / "again", sc.DEFAULT_SEED, tokenizer=False)
     for name in JSONL:
-        assert (first / name).read_bytes() == again[name.removesuffix(".jsonl")].read_bytes(), name
+        key = "lora" if name == "lora.jsonl" else name.removesuffix(".jsonl")
+        assert (first / name).read_bytes() == again[key].read_bytes(), name
     other = sc.write_sample_corpus(tmp_path / "other", sc.DEFAULT_SEED + 1, tokenizer=False)
     assert (first / "pretrain.jsonl").read_bytes() != other["pretrain"].read_bytes()
 
@@ -67,7 +68,7 @@ def test_sample_tokenizer_specials_and_size():
 
 
 @pytest.mark.parametrize("name,stage", [("pretrain.jsonl", "pretrain"), ("sft.jsonl", "sft"),
-                                        ("lora.jsonl", "sft"), ("dpo.jsonl", "dpo"),
+                                        ("lora.jsonl", "sft"), ("dpo.jsonl", "dpo"), ("identity.jsonl", "sft"),
                                         ("eval_qa.jsonl", "sft"), ("lora_eval.jsonl", "sft")])
 def test_schemas(name, stage):
     path = SAMPLE_DIR / name
@@ -202,3 +203,56 @@ def test_cli_writes_to_out(tmp_path, capsys):
     for name in JSONL:
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_tool_and_thinking_conversations_fit_the_small_profiles():
+    """The SFT file holds tool calls (as JSON strings and as arrays), tool results and replies that
+    think first; each fits the 256 positions of the smoke and tiny SFT stages, so both train them."""
+    from minimind_core.datasets import encode_conversation
+    from minimind_core.profiles import get_profile
+    from minimind_core.tokenizer import load_tokenizer
+
+    sft = _read(SAMPLE_DIR / "sft.jsonl")
+    tools = [r["conversations"] for r in sft if r["conversations"][0].get("tools")]
+    thinking = [r["conversations"] for r in sft if any(m.get("reasoning_content") for m in r["conversations"])]
+    assert len(tools) == 32 and len(thinking) == 22
+    assert {type(c[0]["tools"]) for c in tools} == {str, list}
+    assert {type(c[2]["tool_calls"]) for c in tools} == {str, list}
+    assert all([m["role"] for m in c] == ["system", "user", "assistant", "tool", "assistant"] for c in tools)
+    names = {json.loads(c[2]["tool_calls"])[0]["name"] if isinstance(c[2]["tool_calls"], str)
+             else c[2]["tool_calls"][0]["name"] for c in tools}
+    assert names == {"lookup_person", "weather"}
+    tok = load_tokenizer(SAMPLE_DIR / "tokenizer")
+    longest = max(len(encode_conversation(c, tok)[0]) for c in tools + thinking)
+    for profile in ("smoke", "tiny"):
+        assert longest <= get_profile(profile).stage("sft").seq_len, (profile, longest)
+
+
+def test_lookup_results_are_the_world_facts():
+    world = sc.build_world(__import__("random").Random(sc.DEFAULT_SEED))
+    by_name = {p.en: p for p in world.people} | {p.zh: p for p in world.people}
+    for row in _read(SAMPLE_DIR / "sft.jsonl"):
+        conv = row["conversations"]
+        if not conv[0].get("tools") or "lookup_person" not in json.dumps(conv[0]["tools"]):
+            continue
+        call = conv[2]["tool_calls"]
+        name = (json.loads(call) if isinstance(call, str) else call)[0]["arguments"]["name"]
+        p, lang = by_name[name], "en" if name.isascii() else "zh"
+        assert p.train
+        assert json.loads(conv[3]["content"]) == {k: sc._fact_value(p, k, lang) for k in ("city", "job", "food")}
+        assert conv[4]["content"] in {sc.answer(p, k, lang) for k in ("city", "job", "food")}
+
+
+def test_identity_set_for_the_full_profile():
+    from minimind_core.identity import identity_conversations
+    from minimind_core.profiles import get_profile
+
+    rows = _read(SAMPLE_DIR / "identity.jsonl")
+    assert rows == identity_conversations() != identity_conversations(seed=1)
+    assert 250 <= len(rows) <= 400
+    replies = [m["content"] for r in rows for m in r["conversations"] if m["role"] == "assistant"]
+    assert sum("MiniMind" in r for r in replies) > len(replies) / 2
+    zh = sum(bool(re.search(r"[\u4e00-\u9fff]", r["conversations"][-1]["content"])) for r in rows)
+    assert zh == len(rows) / 2
+    assert len({r["conversations"][-2]["content"] for r in rows}) >= 70  # varied questions
+    assert get_profile("full").stage("lora").data == SAMPLE_DIR / "identity.jsonl"

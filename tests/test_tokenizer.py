@@ -3,7 +3,7 @@ import json
 import pytest
 
 from minimind_core.chat import CHAT_TEMPLATE, prompt_ids, render_chat
-from minimind_core.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
+from minimind_core.tokenizer import RESERVED_TOKENS, SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 
 TEXTS = ["今天天气很好，我们去公园散步吧。", "The quick brown fox jumps over the lazy dog.",
          "机器学习是人工智能的一个分支。", "Language models predict the next token."] * 30
@@ -20,7 +20,7 @@ def test_special_token_ids(tok_dir):
     tok = load_tokenizer(tok_dir)
     assert [tok.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS] == [0, 1, 2]
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
-    assert 256 + 3 < len(tok) <= 400
+    assert 256 + 9 < len(tok) <= 400
 
 
 @pytest.mark.parametrize("text", ["今天天气很好", "Hello, world!", "emoji 😀🚀 and 中文 mixed",
@@ -36,6 +36,22 @@ def test_no_automatic_bos_eos_and_specials_are_single_tokens(tok_dir):
     tok = load_tokenizer(tok_dir)
     assert tok.encode("hello") == tok.encode("hello", add_special_tokens=False)
     assert tok.encode("<|im_start|><|im_end|><|endoftext|>", add_special_tokens=False) == [1, 2, 0]
+
+
+def test_tool_and_thinking_tags_are_reserved_single_tokens(tok_dir):
+    """<tool_call> ... </think> never occur in TEXTS, yet each is one token, ids 3-8, in every
+    tokenizer the course trains; they are not special, so decoding for display keeps them."""
+    tok = load_tokenizer(tok_dir)
+    assert [tok.convert_tokens_to_ids(t) for t in RESERVED_TOKENS] == [3, 4, 5, 6, 7, 8]
+    text = "<think>\n想一想\n</think>\n\n<tool_call>\n{}\n</tool_call><tool_response>x</tool_response>"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert [i for i in ids if i < 9] == [7, 8, 3, 4, 5, 6]
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.decode([1] + ids + [2], skip_special_tokens=True) == text
+    assert set(tok.all_special_ids) == {0, 1, 2}
+    added = json.loads((tok_dir / "tokenizer.json").read_text())["added_tokens"]
+    assert [(a["id"], a["content"], a["special"]) for a in added] == (
+        [(i, t, True) for i, t in enumerate(SPECIAL_TOKENS)] + [(i + 3, t, False) for i, t in enumerate(RESERVED_TOKENS)])
 
 
 def test_chat_template_matches_render_chat(tok_dir):

@@ -100,16 +100,16 @@ def test_default_vocab_sizes():
 def test_sweep_grows_with_the_vocabulary_and_the_figure_plots_it():
     train = TEXTS
     held = viz.split_by_language(["今天天气很好，我们去看看世界。", "The weather is good, the fox jumps."])
-    sweep = viz.chars_per_token_sweep(train, held, [259, 300, 400])
-    assert sorted(sweep) == [259, 300, 400]
-    assert sweep[259]["zh"] == pytest.approx(1 / 3, abs=0.01)      # bytes only: 3 per Chinese character
-    assert sweep[259]["en"] == pytest.approx(1.0)
-    assert sweep[400]["zh"] > sweep[259]["zh"] and sweep[400]["en"] > sweep[259]["en"]
+    sweep = viz.chars_per_token_sweep(train, held, [265, 300, 400])
+    assert sorted(sweep) == [265, 300, 400]
+    assert sweep[265]["zh"] == pytest.approx(1 / 3, abs=0.01)      # bytes only: 3 per Chinese character
+    assert sweep[265]["en"] == pytest.approx(1.0)
+    assert sweep[400]["zh"] > sweep[265]["zh"] and sweep[400]["en"] > sweep[265]["en"]
     fig = viz.chars_per_token_figure(sweep, mark=300, reference={"zh": (1.5, 1.7), "en": (4, 5)})
     ax = fig.axes[0]
     ys = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
-    assert ys["Chinese text"] == [sweep[v]["zh"] for v in (259, 300, 400)]
-    assert ys["English text"] == [sweep[v]["en"] for v in (259, 300, 400)]
+    assert ys["Chinese text"] == [sweep[v]["zh"] for v in (265, 300, 400)]
+    assert ys["English text"] == [sweep[v]["en"] for v in (265, 300, 400)]
     with pytest.raises(ValueError):
         viz.chars_per_token_figure({})
 
@@ -137,9 +137,14 @@ def test_corpus_texts_says_how_to_download(tmp_path):
     from minimind_core.course import MissingDataError
 
     prof = get_profile("full")
-    recipe = replace(prof.stage("pretrain"), data=tmp_path / "pretrain_hq.jsonl")
+    recipe = replace(prof.stage("pretrain"), data=tmp_path / "pretrain_t2t_mini.jsonl")
     prof = replace(prof, stages={**prof.stages, "pretrain": recipe})
-    with pytest.raises(MissingDataError, match="data download pretrain_hq"):
+    with pytest.raises(MissingDataError, match="data download pretrain_t2t_mini"):
+        viz.corpus_texts(prof)
+    # a file MiniMind no longer publishes names its replacement
+    recipe = replace(recipe, data=tmp_path / "pretrain_hq.jsonl")
+    prof = replace(prof, stages={**prof.stages, "pretrain": recipe})
+    with pytest.raises(MissingDataError, match="retired.*data download pretrain_t2t_mini"):
         viz.corpus_texts(prof)
 
 

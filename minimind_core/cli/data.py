@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:
     s.set_defaults(handler=run_sample)
 
     d = dsub.add_parser("download", help="fetch MiniMind's data files (ModelScope, then Hugging Face)")
-    d.add_argument("names", nargs="*", help="files to fetch, e.g. pretrain_hq sft_mini_512 (none: list them)")
+    d.add_argument("names", nargs="*", help="files to fetch, e.g. pretrain_t2t_mini sft_t2t_mini (none: list them)")
     d.add_argument("--out", default=None, help="output folder (default: data/)")
     d.add_argument("--source", choices=["auto", "modelscope", "huggingface"], default="auto")
     d.set_defaults(handler=run_download)
@@ -79,11 +79,18 @@ def run_download(args) -> int:
     if not args.names:
         print(dl.list_files(out))
         return 0
+    entries, problems = [], []
+    for name in args.names:  # every name is checked before anything is fetched
+        try:
+            entries.append(dl.resolve_name(name))
+        except ValueError as e:  # unknown, or retired (the message names the replacement)
+            problems.append(str(e))
     try:
-        entries = [dl.resolve_name(n) for n in args.names]
         dl.source_order(args.source)
     except ValueError as e:
-        raise CLIError(str(e)) from None
+        problems.append(str(e))
+    if problems:
+        raise CLIError("\n".join(problems))
     failed = []
     for entry in entries:
         try:

@@ -183,10 +183,10 @@ def _read_texts(path: Path, max_docs: int | None) -> list[str]:
 def corpus_texts(profile, max_docs: int | None = 200_000) -> list[str]:
     """The texts the profile's tokenizer is trained on.
 
-    On the bundled sample corpus: every pretraining text and every SFT message, exactly what
-    `minimind_core/sample/tokenizer` was trained on. Otherwise (the `full` profile): the first `max_docs`
-    documents of the pretraining file, as `course.require_tokenizer` does. A missing file raises
-    `course.MissingDataError`, which says how to download it.
+    On the bundled sample corpus: exactly what `minimind_core/sample/tokenizer` was trained on
+    (`sample_corpus.tokenizer_texts` of its pretraining and SFT files). Otherwise (the `full`
+    profile): the first `max_docs` documents of the pretraining file, as `course.require_tokenizer`
+    does. A missing file raises `course.MissingDataError`, which says how to download it.
     """
     from ..course import require_data
     from ..profiles import SAMPLE_DIR
@@ -194,12 +194,11 @@ def corpus_texts(profile, max_docs: int | None = 200_000) -> list[str]:
     pretrain = require_data(profile.stage("pretrain").data)
     if Path(pretrain).resolve().parent == SAMPLE_DIR.resolve():
         from ..jsonl import iter_records
+        from ..sample_corpus import tokenizer_texts
 
-        texts = _read_texts(pretrain, max_docs)
         sft = Path(pretrain).parent / "sft.jsonl"
-        if sft.exists():
-            texts += [m["content"] for _, rec in iter_records(sft, "sft") for m in rec["conversations"]]
-        return texts
+        conversations = [rec for _, rec in iter_records(sft, "sft")] if sft.exists() else []
+        return tokenizer_texts([{"text": t} for t in _read_texts(pretrain, max_docs)], conversations)
     return _read_texts(pretrain, max_docs)
 
 
