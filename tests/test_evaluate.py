@@ -40,7 +40,7 @@ def tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rand_model():
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # a seed whose replies both end with <|im_end|> and run to the limit
     model = MiniMindForCausalLM(small_config(vocab_size=320)).eval()
     with torch.no_grad():
         for p in model.parameters():

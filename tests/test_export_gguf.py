@@ -50,7 +50,8 @@ def test_metadata_names_and_tokenizer(course):
             kv["tokenizer.ggml.padding_token_id"]) == (1, 2, 0)
     assert kv["tokenizer.ggml.add_bos_token"] is False
     assert kv["tokenizer.ggml.tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    assert kv["tokenizer.ggml.token_type"][:4] == [3, 3, 3, 1]          # CONTROL x3, then NORMAL
+    # CONTROL x3 (the specials), USER_DEFINED x6 (the reserved tool and thinking tags), then NORMAL
+    assert kv["tokenizer.ggml.token_type"][:10] == [3, 3, 3, 4, 4, 4, 4, 4, 4, 1]
     spec = json.loads(tok.backend_tokenizer.to_str())
     assert kv["tokenizer.ggml.merges"] == [" ".join(m) if not isinstance(m, str) else m
                                            for m in spec["model"]["merges"]]

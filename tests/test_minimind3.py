@@ -258,7 +258,10 @@ def test_a_minimind3_moe_shaped_model_trains(tmp_path):
     assert losses[-1] < losses[0]
     # a balanced top-1-of-4 router scores 5e-4 * 4 * sum_e(load_e * mean score_e) = 5e-4 per layer
     assert all(2 * 2e-4 < r["aux_loss"] < 2 * 2e-3 for r in res.metrics), res.metrics
-    too_small = r"tokenizer has 394 tokens but the new model \(the profile's, or --model's\) has vocab_size 300"
+    from minimind_core.tokenizer import load_tokenizer
+
+    n_tokens = len(load_tokenizer(corpus["tokenizer"]))
+    too_small = rf"tokenizer has {n_tokens} tokens but the new model \(the profile's, or --model's\) has vocab_size 300"
     with pytest.raises(TrainError, match=too_small):
         train("pretrain", profile="smoke", model={**small, "vocab_size": 300}, data=corpus["pretrain"],
               tokenizer=corpus["tokenizer"], out=tmp_path / "run2", cache_dir=tmp_path / "cache", seq_len=64,
