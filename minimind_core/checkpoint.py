@@ -8,8 +8,13 @@ A run folder (e.g. runs/tiny/pretrain) holds
         config.json, model.safetensors     the model in the Hugging Face layout
                                             (LoRA runs: adapter.safetensors + adapter_config.json)
         tokenizer.json, ...                 the tokenizer, so the folder is self-contained
+        configuration_minimind.py, ...      the modeling code (model_code.py), named in config.json's
+                                            auto_map: transformers loads the folder without this package
         trainer_state.pt                    optimizer, scaler, step, data position, RNG of every rank
         checkpoint.json                     step, tokens seen, loss; written last
+    config.json, model.safetensors, ...     the newest checkpoint's model files again, as hard links
+                                            (no extra disk), so the run folder itself is a model folder
+                                            for `from_pretrained`
 
 Saving is atomic: a checkpoint is written into a hidden temporary folder, every file is
 fsynced, and only then is the folder renamed to its final name (a rename within one file
@@ -19,7 +24,13 @@ Old checkpoints are retired by first renaming them to a hidden name, then deleti
 (MiniMind overwrote its `.pth` in place: a crash mid-save lost it.)
 
 Loading never executes code: weights come from safetensors and the resume state is read
-with `torch.load(weights_only=True)`.
+with `torch.load(weights_only=True)`. The library loads its own model class, never the code
+copied into a folder (that copy is for processes without minimind_core), and reads Llama and
+Qwen3 folders too (exports, or models from elsewhere): converted to our model when it can express
+them, through transformers' own class otherwise.
+
+Every folder written here is read alike by transformers from 4.46 on: `save_model_folder` adds
+what older versions look for (a top-level `rope_theta`, `torch_dtype`, a tokenizer class they have).
 """
 from __future__ import annotations
 
@@ -138,22 +149,59 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise CheckpointError(f"{p}: no such folder")
     if not p.is_dir():
         raise CheckpointError(f"{p}: expected a model folder or a run folder, found a file")
-    if is_model_dir(p) or is_adapter_dir(p):
-        return p
-    latest = latest_checkpoint(p)
+    latest = latest_checkpoint(p)     # a run folder: its newest checkpoint (its top level mirrors it)
     if latest is not None:
         return latest
+    if is_model_dir(p) or is_adapter_dir(p):
+        return p
     if (p / CHECKPOINTS).is_dir() or (p / RUN_INFO).is_file():
         raise CheckpointError(f"{p}: run folder without a complete checkpoint (did the run save one?)")
     if (p / "config.json").is_file():
-        raise CheckpointError(f"{p}: has config.json but no model.safetensors "
-                              "(MiniMind .pth files: convert them with `export`/load_minimind_pth first)")
+        raise CheckpointError(f"{p}: has config.json but no model.safetensors (a MiniMind .pth state dict "
+                              "loads with MiniMindForCausalLM(config).load_state_dict(torch.load(path)))")
     raise CheckpointError(f"{p}: not a model folder (config.json + model.safetensors) "
                           "and not a run folder (checkpoints/step_*)")
 
 
 # ----------------------------------------------------------------------------------------------
 # saving
+
+
+def _compatible_config(folder: Path) -> None:
+    """Add to config.json what transformers before 5.0 read: `rope_theta` at the top level (5.x
+    writes it only inside `rope_parameters`, and 4.x would silently use its default base of
+    10000) and `torch_dtype` (5.x writes `dtype`)."""
+    path = folder / "config.json"
+    cfg = read_json(path)
+    rope = cfg.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in cfg:
+        if rope.get("rope_type", "default") != "default":
+            raise CheckpointError(f"{path}: rope_type {rope.get('rope_type')!r} cannot be written for "
+                                  "transformers 4.x as well")
+        cfg["rope_theta"] = rope["rope_theta"]
+    if "dtype" in cfg and "torch_dtype" not in cfg:
+        cfg["torch_dtype"] = cfg["dtype"]
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_model_folder(folder: str | Path, model=None, tokenizer=None) -> Path:
+    """Write a model folder that transformers from 4.46 on loads alike: `save_pretrained`'s files
+    with a compatible config.json, the tokenizer (tokenizer.save_tokenizer) and, for a MiniMind
+    model, the modeling code with config.json's auto_map (model_code.py)."""
+    from .model_code import write_model_code
+    from .tokenizer import save_tokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _quiet_transformers()
+    if model is not None:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        _compatible_config(folder)
+        if model.config.model_type == "minimind":
+            write_model_code(folder)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, folder)
+    return folder
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model=None, tokenizer=None,
@@ -176,11 +224,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model=None, tokenizer=Non
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    _quiet_transformers()
-    if model is not None:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
+    save_model_folder(tmp, model, tokenizer)
     if adapter is not None:
         state, config = adapter
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
@@ -197,7 +241,35 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model=None, tokenizer=Non
     _fsync_dir(root)
     for old in list_checkpoints(run_dir)[:-max(1, keep)]:
         _retire(old)
+    if model is not None:
+        _mirror_model_files(final, Path(run_dir))
     return final
+
+
+_NOT_MIRRORED = {TRAINER_STATE, CHECKPOINT_INFO}
+
+
+def _mirrored_names(checkpoint: Path) -> list[str]:
+    """The files of a checkpoint that the run folder's top level repeats: the model folder's, with
+    config.json last (a reader that finds it finds the rest)."""
+    names = [p.name for p in checkpoint.iterdir() if p.is_file() and p.name not in _NOT_MIRRORED]
+    return sorted(names, key=lambda n: (n == "config.json", n))
+
+
+def _mirror_model_files(checkpoint: Path, run_dir: Path) -> None:
+    """Make the run folder's top level the newest checkpoint's model folder: each file a hard link
+    to the checkpoint's (a copy where the file system has no hard links), put in place with an
+    atomic rename. transformers' `from_pretrained(run_dir)` then loads the newest model; the
+    library itself resolves a run folder to checkpoints/step_N."""
+    for name in _mirrored_names(checkpoint):
+        tmp = run_dir / f".{name}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(checkpoint / name, tmp)
+        except OSError:
+            shutil.copy2(checkpoint / name, tmp)
+        os.replace(tmp, run_dir / name)
+    _fsync_dir(run_dir)
 
 
 def _retire(path: Path) -> None:
@@ -211,7 +283,12 @@ def _retire(path: Path) -> None:
 
 
 def retire_checkpoints(run_dir: str | Path) -> None:
-    """Remove every complete checkpoint of a run folder (a run started over with --overwrite)."""
+    """Remove every complete checkpoint of a run folder (a run started over with --overwrite), and
+    the top-level copy of the newest one's model files."""
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        for name in _mirrored_names(latest):
+            (Path(run_dir) / name).unlink(missing_ok=True)
     for c in list_checkpoints(run_dir):
         _retire(c)
 
@@ -431,4 +508,4 @@ def read_metrics(path: str | Path) -> list[dict]:
 __all__ = ["CheckpointError", "save_checkpoint", "list_checkpoints", "latest_checkpoint", "resolve_model_dir",
            "load_model", "load_tokenizer_for", "load_model_and_tokenizer", "load_trainer_state", "rng_state",
            "set_rng_state", "MetricsLog", "read_metrics", "atomic_write_json", "atomic_write_text", "clean_partial",
-           "retire_checkpoints", "run_status", "is_model_dir", "is_adapter_dir"]
+           "retire_checkpoints", "run_status", "is_model_dir", "is_adapter_dir", "save_model_folder"]

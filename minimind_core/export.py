@@ -5,6 +5,8 @@ a Qwen3 model, so the weights move over unchanged: only the config is translated
 a Qwen3-MoE model whose experts transformers keeps stacked in two tensors per layer. The folder
 (config.json, model.safetensors, tokenizer with its chat template) loads with transformers alone,
 without minimind_core, which is the road to vLLM, llama.cpp (convert_hf_to_gguf.py) and Ollama.
+checkpoint.save_model_folder writes it, so older transformers read it alike (the RoPE base at the
+top level of config.json too).
 
     hf_family(config)                 "llama" | "qwen3" | "qwen3_moe", or a ValueError saying why none
     to_hf(model)                      the transformers model holding the same weights
@@ -128,7 +130,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, family: str | None = N
     """Write `model_dir` (a model folder, run folder or LoRA adapter folder, merged first) as a
     transformers folder -> (the folder, its family). `family` ("llama", "qwen3") insists on one: a
     model of another family is a ValueError. A folder that does not load is a CheckpointError."""
-    from .checkpoint import load_model_and_tokenizer
+    from .checkpoint import load_model_and_tokenizer, save_model_folder
 
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     found = hf_family(model.config)
@@ -145,9 +147,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, family: str | None = N
     hf = to_hf(model)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(hf.generation_config, key, getattr(model.config, key))
-    hf.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out, found
+    return save_model_folder(out, hf, tokenizer), found
 
 
 def export_llama(model_dir: str | Path, out_dir: str | Path) -> Path:

@@ -141,17 +141,11 @@ def minimind_lora_state_dict(model) -> dict[str, torch.Tensor]:
 
 def write_tokenizer_for_minimind(tokenizer, out_dir: Path) -> Path:
     """The tokenizer files MiniMind's ./model/ folder holds, readable by the transformers MiniMind2
-    pins (4.48): tokenizer.json, and a tokenizer_config.json naming PreTrainedTokenizerFast (a class
-    every version has) with the chat template inside it."""
-    tokenizer.save_pretrained(str(out_dir))
-    cfg_path = out_dir / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    for key in ("backend", "is_local", "local_files_only"):
-        cfg.pop(key, None)
-    cfg.update(tokenizer_class="PreTrainedTokenizerFast", add_bos_token=False, add_eos_token=False,
-               chat_template=tokenizer.chat_template)
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return out_dir
+    pins (4.48): tokenizer.save_tokenizer's files (tokenizer.json, and a tokenizer_config.json
+    naming PreTrainedTokenizerFast with the chat template inside it)."""
+    from .tokenizer import save_tokenizer
+
+    return save_tokenizer(tokenizer, out_dir)
 
 
 # ----------------------------------------------------------------------------------------------

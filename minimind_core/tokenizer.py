@@ -9,6 +9,7 @@ pre-tokenizer without prefix space, no automatic BOS/EOS) saved as a tokenizer f
     2 <|im_end|>      ends a chat message (eos)
 
 Every tokenizer carries the chat template of `minimind_core.chat`, where the chat format lives.
+`save_tokenizer` writes a tokenizer folder that every transformers from 4.46 on reads the same way.
 
 `token_labels(tokenizer, ids)` gives every token a readable label, Chinese characters that are
 cut across several byte-level tokens included (lessons 01, 02, 03 and 05 print and plot them).
@@ -51,9 +52,33 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path |
         assert tok.token_to_id(s) == i, f"special token {s} got id {tok.token_to_id(s)}"
     hf = wrap_tokenizer(tok, model_max_length=model_max_length)
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        hf.save_pretrained(str(out_dir))
+        save_tokenizer(hf, out_dir)
     return hf
+
+
+def save_tokenizer(tokenizer, out_dir: str | Path) -> Path:
+    """`save_pretrained`, with a tokenizer_config.json that transformers from 4.46 on reads alike.
+
+    transformers 5 names its own backend class (`TokenizersBackend`), which older versions do not
+    have, and keeps the chat template only in chat_template.jinja, which versions before 4.50 do
+    not read. The config written here names `PreTrainedTokenizerFast` (a class every version has,
+    and the one 5.x maps to the same backend) and holds the chat template too; keys that only
+    describe how 5.x loaded it are dropped.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out_dir))
+    cfg_path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    for key in ("backend", "is_local", "local_files_only"):
+        cfg.pop(key, None)
+    cfg.update(tokenizer_class="PreTrainedTokenizerFast", add_bos_token=False, add_eos_token=False)
+    if getattr(tokenizer, "chat_template", None):
+        cfg["chat_template"] = tokenizer.chat_template
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out_dir
 
 
 def wrap_tokenizer(tok, model_max_length: int = 32768):

@@ -130,3 +130,15 @@ def test_distill_rejects_different_vocabularies():
         distill_loss(s, t, labels)
     with pytest.raises(ValueError, match="no trained positions"):
         distill_loss(s, s, torch.full_like(labels, -100))
+
+
+def test_distill_defaults_are_the_distill_stage_knobs():
+    """losses.py spells the defaults out (the model imports it, so it may not import the training
+    package); they must stay the distill stage's."""
+    import inspect
+
+    from minimind_core.train.config import DistillKnobs
+
+    params = inspect.signature(distill_loss).parameters
+    assert params["alpha"].default == DistillKnobs.alpha
+    assert params["temperature"].default == DistillKnobs.temperature
