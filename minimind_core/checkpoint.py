@@ -347,7 +347,9 @@ def load_model(path: str | Path, device="cpu", dtype: torch.dtype | None = None)
     """Load a model folder, a run folder's newest checkpoint, or a LoRA adapter folder.
 
     An adapter folder is loaded as its base model (the folder named in adapter_config.json)
-    with the adapter applied (not merged). Weights come from safetensors only.
+    with the adapter applied (not merged). Weights come from safetensors only. A Llama or Qwen3
+    folder (`export llama`, or a model from elsewhere) becomes a MiniMindForCausalLM when our model
+    can express it exactly, and is loaded with transformers' own class otherwise.
     """
     from . import MiniMindConfig, MiniMindForCausalLM  # noqa: F401 - registers the model type
 
@@ -355,17 +357,67 @@ def load_model(path: str | Path, device="cpu", dtype: torch.dtype | None = None)
     if is_adapter_dir(d) and not is_model_dir(d):
         return _load_adapter_model(d, device=device, dtype=dtype)
     cfg = read_json(d / "config.json")
-    if cfg.get("model_type") not in (None, MiniMindConfig.model_type):
-        raise CheckpointError(f"{d}/config.json: model_type is {cfg.get('model_type')!r}, "
-                              f"expected {MiniMindConfig.model_type!r}")
+    kind = cfg.get("model_type")
+    if kind not in (None, MiniMindConfig.model_type, *FOREIGN_MODEL_TYPES):
+        raise CheckpointError(f"{d}/config.json: model_type is {kind!r}; this loader reads "
+                              f"{MiniMindConfig.model_type!r}, {' and '.join(map(repr, FOREIGN_MODEL_TYPES))} folders")
     _quiet_transformers()
     try:
-        model = MiniMindForCausalLM.from_pretrained(str(d), dtype=dtype or torch.float32)
+        if kind in FOREIGN_MODEL_TYPES:
+            model = _load_foreign(d, cfg, dtype or torch.float32)
+        else:
+            model = MiniMindForCausalLM.from_pretrained(str(d), dtype=dtype or torch.float32)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{d}: cannot load the model ({type(e).__name__}: {e})") from None
     if is_adapter_dir(d):
         _apply_adapter(model, d)
     return model.to(device)
+
+
+FOREIGN_MODEL_TYPES = ("llama", "qwen3")
+
+
+def minimind_config_for(cfg: dict):
+    """The MiniMindConfig of the same network as a Llama or Qwen3 config.json (a dict), or None
+    when our model cannot express it (biases, another activation, scaled RoPE, a head size other
+    than hidden / heads, Qwen3's q/k norms)."""
+    from .config import MiniMindConfig
+
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    if (cfg.get("model_type") != "llama" or cfg.get("attention_bias") or cfg.get("mlp_bias")
+            or cfg.get("hidden_act", "silu") != "silu" or rope.get("rope_type", rope.get("type", "default")) != "default"
+            or head_dim * heads != cfg["hidden_size"] or cfg.get("pretraining_tp", 1) != 1):
+        return None
+    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))   # 10000: Llama's own default
+    return MiniMindConfig(
+        hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=heads,
+        num_key_value_heads=cfg.get("num_key_value_heads") or heads, vocab_size=cfg["vocab_size"],
+        intermediate_size=cfg["intermediate_size"], max_position_embeddings=cfg["max_position_embeddings"],
+        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=theta,
+        tie_word_embeddings=cfg.get("tie_word_embeddings", False), bos_token_id=cfg.get("bos_token_id"),
+        eos_token_id=cfg.get("eos_token_id"), pad_token_id=cfg.get("pad_token_id"))
+
+
+def _load_foreign(d: Path, cfg: dict, dtype: torch.dtype):
+    """A Llama/Qwen3 folder: as a MiniMindForCausalLM (same weights, same names) when
+    `minimind_config_for` can express it, else as transformers' own model class."""
+    from transformers import AutoModelForCausalLM
+
+    from .model import MiniMindForCausalLM
+
+    config = minimind_config_for(cfg)
+    if config is None:
+        return AutoModelForCausalLM.from_pretrained(str(d), dtype=dtype)
+    model, info = MiniMindForCausalLM.from_pretrained(str(d), config=config, dtype=dtype, output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or info["unexpected_keys"]:
+        raise CheckpointError(f"{d}: the {cfg['model_type']} weights do not fit MiniMind's layout (missing "
+                              f"{missing[:3]}, unexpected {info['unexpected_keys'][:3]})")
+    return model
 
 
 def _apply_adapter(model, d: Path):
