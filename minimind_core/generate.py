@@ -4,19 +4,22 @@
     loop: logits -> repetition penalty -> temperature -> top-k -> top-p -> sample (or argmax)
           -> yield the token -> feed only that token back, with the cache
 
-The cache is the model's KVCache (kv_cache.py): the prefill call starts it, and every step passes
-the same object back, which the model extends in place by the new token's keys and values.
+The cache is the model's KVCache (kv_cache.py), allocated once for the whole generation (static):
+the prefill call fills it with the prompt, and every step passes the same object back, which the
+model extends in place by the new token's keys and values.
 
 Hugging Face's `model.generate` works on MiniMindForCausalLM too; this module is the one the
 lessons read and the evaluation uses.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Iterator, Sequence
 
 import torch
 
 from .chat import prompt_ids
+from .kv_cache import KVCache
 from .tokenizer import EOS_ID
 
 
@@ -63,7 +66,58 @@ def next_token(logits: torch.Tensor, do_sample: bool = True, temperature: float 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+class _Decoder:
+    """Logits of the next token [batch, vocab] for a sequence that grows one token at a time.
+
+    A MiniMind model gets a static KVCache sized for the whole generation (allocated once; each
+    step writes its keys and values in place); the prompt goes through the model's forward, and
+    each new token through decode.DecodeStep (the same step without module calls) when the model
+    is a plain dense one. Any other model (a Llama or Qwen3 folder loaded through transformers)
+    passes its own cache back; use_cache=False re-reads the whole sequence every step. Every call
+    runs under `torch.inference_mode()`, which skips autograd's bookkeeping on each of the few
+    hundred small operations of a step.
+    """
+
+    def __init__(self, model, batch_size: int, max_len: int, use_cache: bool):
+        from .decode import DecodeStep, supports
+
+        self.model = model
+        self.minimind = use_cache and getattr(model.config, "model_type", None) == "minimind"
+        self.use_cache = use_cache
+        self.cache = None
+        self.step = None
+        self.fed = 0                 # positions the model has read (its own cache holds them)
+        if self.minimind:
+            param = next(model.parameters())
+            with torch.inference_mode():
+                self.cache = KVCache(model.config, batch_size, max_len=max_len, device=param.device,
+                                     dtype=param.dtype, static=True)
+            self.step = DecodeStep(model) if supports(model) else None
+        elif use_cache:
+            params = inspect.signature(model.forward).parameters
+            self.cache_arg = "cache" if "cache" in params else "past_key_values"   # transformers 5.x / 4.x
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor | None, length: int) -> torch.Tensor:
+        """ids/mask: buffers whose first `length` positions hold the sequence so far."""
+        mask = mask[:, :length] if mask is not None else None
+        with torch.inference_mode():
+            if self.minimind:
+                new = ids[:, self.cache.length:length]          # the prompt, then one token per step
+                if self.step is not None and new.shape[1] == 1:
+                    return self.step(new, self.cache, mask).float()
+                hidden = self.model.model(new, mask, self.cache)[0]   # no output object to build
+                return self.model.lm_head(hidden[:, -1, :]).float()
+            if self.use_cache:
+                out = self.model(ids[:, self.fed:length], attention_mask=mask, use_cache=True,
+                                 **{self.cache_arg: self.cache})
+                cache = getattr(out, "cache", None)             # transformers 5.x's name, else 4.x's
+                self.cache = cache if cache is not None else out.past_key_values
+                self.fed = length
+            else:
+                out = self.model(ids[:, :length], attention_mask=mask)
+            return out.logits[:, -1, :].float()
+
+
 def stream_generate(model, input_ids: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = True,
                     temperature: float = 0.85, top_k: int | None = None, top_p: float | None = 0.85,
                     repetition_penalty: float = 1.0, eos_token_id: int | None = EOS_ID,
@@ -74,38 +128,36 @@ def stream_generate(model, input_ids: torch.Tensor, max_new_tokens: int = 256, d
     Stops after `max_new_tokens` or when every sequence has produced `eos_token_id`; a sequence that
     has finished keeps yielding `eos_token_id`. With use_cache=False every step re-reads the whole
     sequence (slow, but the same tokens: the lessons compare both).
+
+    The token ids and the attention mask live in buffers allocated once for prompt + reply, so a
+    step appends nothing; the per-token work is the model call (see _Decoder) and the choice of
+    the token.
     """
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ids = input_ids.to(device)
-    mask = attention_mask.to(device) if attention_mask is not None else None
-    max_pos = model.config.max_position_embeddings
-    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-    cache = None
-    step_input = ids
+    batch, prompt_len = input_ids.shape
+    total = min(prompt_len + max_new_tokens, model.config.max_position_embeddings)
+    ids = torch.zeros(batch, max(total, prompt_len), dtype=torch.long, device=device)
+    ids[:, :prompt_len] = input_ids
+    mask = None
+    if attention_mask is not None and not bool(attention_mask.all()):   # no padding: no mask needed
+        mask = torch.ones_like(ids)
+        mask[:, :prompt_len] = attention_mask
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     try:
-        for _ in range(max_new_tokens):
-            if ids.shape[1] >= max_pos:
-                break
-            if use_cache:
-                out = model(step_input, attention_mask=mask, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-            else:
-                out = model(ids, attention_mask=mask)
-            logits = out.logits[:, -1, :].float()
-            logits = apply_repetition_penalty(logits, ids, repetition_penalty)
+        decoder = _Decoder(model, batch, total, use_cache)
+        for length in range(prompt_len, total):
+            logits = decoder(ids, mask, length)
+            logits = apply_repetition_penalty(logits, ids[:, :length], repetition_penalty)
             token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
             if eos_token_id is not None:
                 token = torch.where(finished, torch.full_like(token, eos_token_id), token)
                 finished |= token == eos_token_id
+            ids[:, length] = token
             yield token
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            step_input = token[:, None]
             if eos_token_id is not None and bool(finished.all()):
                 break
     finally:

@@ -149,6 +149,10 @@ def attention_with_weights(q, k, v, mask, dropout_p: float = 0.0):
     return (mixed @ v.float()).to(q.dtype), weights
 
 
+# PyTorch 2.5+ lets scaled_dot_product_attention share KV heads (GQA) without repeating them
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with RoPE: n_heads query heads share n_kv_heads key/value heads.
 
@@ -193,20 +197,27 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)      # [batch, past + t, kv_heads, head_dim]
 
-        q = q.transpose(1, 2)                               # [batch, heads, t, head_dim]
-        k = repeat_kv(k, self.n_rep).transpose(1, 2)        # [batch, heads, past + t, head_dim]
-        v = repeat_kv(v, self.n_rep).transpose(1, 2)
-        past_len = k.shape[2] - t
+        past_len = k.shape[1] - t
         mask = None                                         # None: plain causal, the fastest path
-        if attention_mask is not None or past_len > 0 or output_attentions:
+        if t == 1 and attention_mask is None and not output_attentions:
+            pass                                            # one new token, no padding: it sees every key
+        elif attention_mask is not None or past_len > 0 or output_attentions:
             mask = causal_mask(t, past_len, attention_mask, x.device)
+        causal = mask is None and t > 1
         dropout = self.dropout if self.training else 0.0
+        q = q.transpose(1, 2)                               # [batch, heads, t, head_dim]
         weights = None
-        if output_attentions:
-            out, weights = attention_with_weights(q, k, v, mask, dropout)
+        if cache is not None and _SDPA_GQA and not output_attentions:
+            # with a cache (generation), SDPA shares each KV head among its query heads: no copies
+            out = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                                 dropout_p=dropout, is_causal=causal, enable_gqa=True)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                                 is_causal=mask is None)
+            k = repeat_kv(k, self.n_rep).transpose(1, 2)    # [batch, heads, past + t, head_dim]
+            v = repeat_kv(v, self.n_rep).transpose(1, 2)
+            if output_attentions:
+                out, weights = attention_with_weights(q, k, v, mask, dropout)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
         return self.o_proj(out), weights
 
