@@ -7,6 +7,8 @@ import os
 os.environ["MINIMIND_PROFILE"] = "smoke"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# as `import minimind_core` does, before torch loads OpenMP: waiting threads sleep instead of spinning
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

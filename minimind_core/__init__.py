@@ -12,7 +12,20 @@ names does) registers them with transformers' Auto classes, so
 """
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+# CPU threads that wait for work sleep instead of spinning. OpenMP's default lets each of
+# PyTorch's threads spin for a while after every parallel operation; when another process wants a
+# core (a browser, JupyterLab, a second run), the spinning threads take it and training slows
+# down many times over (README, "Threads"). OpenMP reads the setting once, when torch loads it, so
+# it is set here, before the first torch import: the command line and the lessons import this
+# package first. A value the user set is kept. When torch was imported first, the setting comes
+# too late, and training then defaults to one thread (train/env.py, default_threads).
+if "OMP_WAIT_POLICY" not in _os.environ and "torch" not in _sys.modules:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 # name -> the submodule that defines it
 _LAZY = {

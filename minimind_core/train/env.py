@@ -106,11 +106,25 @@ def _pick_device(asked: str | None, local_rank: int) -> torch.device:
     return device
 
 
+def default_threads(local_world: int = 1) -> int:
+    """CPU threads per process when --threads is not given: the cores shared among this machine's
+    processes, at most 2 (the small models gain little from more).
+
+    With OpenMP's default wait policy, idle threads spin, and when another process competes for
+    the cores two spinning threads run many times slower than one (README, "Threads").
+    minimind_core sets OMP_WAIT_POLICY=PASSIVE when it is imported before torch; if torch came
+    first (the variable is then unset), one thread is the safe choice.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ:
+        return 1
+    return max(1, min(2, (os.cpu_count() or 2) // max(1, local_world)))
+
+
 def _set_threads(threads: int | None, device: torch.device, world: int) -> None:
-    """On a CPU, share the cores among the processes of this machine (at most 2 each by default)."""
+    """On a CPU, share the cores among the processes of this machine (default_threads)."""
     if device.type == "cpu":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(threads or max(1, min(2, (os.cpu_count() or 2) // max(1, local_world))))
+        torch.set_num_threads(threads or default_threads(local_world))
     elif threads:
         torch.set_num_threads(threads)
 
@@ -140,4 +154,4 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16 + loss scaling"}.get(dtype, str(dtype))
 
 
-__all__ = ["Env", "setup_env", "resolve_precision", "precision_name"]
+__all__ = ["Env", "setup_env", "resolve_precision", "precision_name", "default_threads"]
