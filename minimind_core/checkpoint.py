@@ -168,17 +168,17 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def _compatible_config(folder: Path) -> None:
-    """Add to config.json what transformers before 5.0 read: `rope_theta` at the top level (5.x
-    writes it only inside `rope_parameters`, and 4.x would silently use its default base of
-    10000) and `torch_dtype` (5.x writes `dtype`)."""
+    """Add to config.json what transformers before 5.0 read: `rope_theta` at the top level and a
+    scaled RoPE (YaRN) as `rope_scaling` (5.x writes both only inside `rope_parameters`, and 4.x
+    would silently use its default base of 10000, unscaled), and `torch_dtype` (5.x writes `dtype`)."""
     path = folder / "config.json"
     cfg = read_json(path)
     rope = cfg.get("rope_parameters")
-    if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in cfg:
-        if rope.get("rope_type", "default") != "default":
-            raise CheckpointError(f"{path}: rope_type {rope.get('rope_type')!r} cannot be written for "
-                                  "transformers 4.x as well")
-        cfg["rope_theta"] = rope["rope_theta"]
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+        kind = rope.get("rope_type", "default")
+        if kind != "default" and not cfg.get("rope_scaling"):
+            cfg["rope_scaling"] = {**{k: v for k, v in rope.items() if k != "rope_theta"}, "type": kind}
     if "dtype" in cfg and "torch_dtype" not in cfg:
         cfg["torch_dtype"] = cfg["dtype"]
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -349,7 +349,8 @@ def load_model(path: str | Path, device="cpu", dtype: torch.dtype | None = None)
     An adapter folder is loaded as its base model (the folder named in adapter_config.json)
     with the adapter applied (not merged). Weights come from safetensors only. A Llama or Qwen3
     folder (`export llama`, or a model from elsewhere) becomes a MiniMindForCausalLM when our model
-    can express it exactly, and is loaded with transformers' own class otherwise.
+    can express it exactly, and is loaded with transformers' own class otherwise (a Qwen3-MoE
+    folder, say).
     """
     from . import MiniMindConfig, MiniMindForCausalLM  # noqa: F401 - registers the model type
 
@@ -359,8 +360,8 @@ def load_model(path: str | Path, device="cpu", dtype: torch.dtype | None = None)
     cfg = read_json(d / "config.json")
     kind = cfg.get("model_type")
     if kind not in (None, MiniMindConfig.model_type, *FOREIGN_MODEL_TYPES):
-        raise CheckpointError(f"{d}/config.json: model_type is {kind!r}; this loader reads "
-                              f"{MiniMindConfig.model_type!r}, {' and '.join(map(repr, FOREIGN_MODEL_TYPES))} folders")
+        known = ", ".join(map(repr, (MiniMindConfig.model_type, *FOREIGN_MODEL_TYPES)))
+        raise CheckpointError(f"{d}/config.json: model_type is {kind!r}; this loader reads {known} folders")
     _quiet_transformers()
     try:
         if kind in FOREIGN_MODEL_TYPES:
@@ -376,28 +377,33 @@ def load_model(path: str | Path, device="cpu", dtype: torch.dtype | None = None)
     return model.to(device)
 
 
-FOREIGN_MODEL_TYPES = ("llama", "qwen3")
+FOREIGN_MODEL_TYPES = ("llama", "qwen3", "qwen3_moe")
 
 
 def minimind_config_for(cfg: dict):
     """The MiniMindConfig of the same network as a Llama or Qwen3 config.json (a dict), or None
-    when our model cannot express it (biases, another activation, scaled RoPE, a head size other
-    than hidden / heads, Qwen3's q/k norms)."""
-    from .config import MiniMindConfig
+    when our model cannot express it (biases, another activation, a RoPE scaling other than
+    MiniMind's YaRN, sliding windows, a mixture of experts)."""
+    from .config import YARN, MiniMindConfig
 
+    kind = cfg.get("model_type")
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    heads = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
-    if (cfg.get("model_type") != "llama" or cfg.get("attention_bias") or cfg.get("mlp_bias")
-            or cfg.get("hidden_act", "silu") != "silu" or rope.get("rope_type", rope.get("type", "default")) != "default"
-            or head_dim * heads != cfg["hidden_size"] or cfg.get("pretraining_tp", 1) != 1):
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    yarn = {k: rope.get(k) for k in YARN} if rope_type == "yarn" else None
+    if yarn is not None and yarn.get("attention_factor") is None:
+        yarn["attention_factor"] = 1.0
+    if (kind not in ("llama", "qwen3") or cfg.get("attention_bias") or cfg.get("mlp_bias")
+            or cfg.get("hidden_act", "silu") != "silu" or cfg.get("pretraining_tp", 1) != 1
+            or cfg.get("use_sliding_window") or rope_type not in ("default", "yarn") or yarn not in (None, YARN)):
         return None
-    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))   # 10000: Llama's own default
+    heads = cfg["num_attention_heads"]
+    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))   # 10000: transformers' own default
     return MiniMindConfig(
         hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=heads,
-        num_key_value_heads=cfg.get("num_key_value_heads") or heads, vocab_size=cfg["vocab_size"],
-        intermediate_size=cfg["intermediate_size"], max_position_embeddings=cfg["max_position_embeddings"],
-        rms_norm_eps=cfg.get("rms_norm_eps", 1e-6), rope_theta=theta,
+        num_key_value_heads=cfg.get("num_key_value_heads") or heads, head_dim=cfg.get("head_dim"),
+        qk_norm=kind == "qwen3", vocab_size=cfg["vocab_size"], intermediate_size=cfg["intermediate_size"],
+        max_position_embeddings=cfg["max_position_embeddings"], rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=theta, inference_rope_scaling=yarn is not None,
         tie_word_embeddings=cfg.get("tie_word_embeddings", False), bos_token_id=cfg.get("bos_token_id"),
         eos_token_id=cfg.get("eos_token_id"), pad_token_id=cfg.get("pad_token_id"))
 

@@ -6,8 +6,8 @@ calls (each through nn.Module.__call__), an output object, and a few hundred sma
 operations. `DecodeStep` runs the same step on the model's own weights as plain function calls:
 
     x = embed(token)
-    for each layer:  h = norm1(x); q, k, v = h Wq, h Wk, h Wv; rotate q, k (RoPE); write k, v to the
-                     cache; x = x + attention(q, cached k, cached v) Wo
+    for each layer:  h = norm1(x); q, k, v = h Wq, h Wk, h Wv; (MiniMind-3: q, k = q_norm(q), k_norm(k));
+                     rotate q, k (RoPE); write k, v to the cache; x = x + attention(q, cached k, cached v) Wo
                      h = norm2(x); x = x + (silu(h Wg) * h Wu) Wd
     logits = norm(x) W_head
 
@@ -17,8 +17,8 @@ call), so the logits are the model's bit for bit (tests/test_decode.py); only th
 them is gone, which makes a step about 1.5x faster on the tiny model (benchmarks/generate_speed.py).
 
 Only a model whose layers are exactly the dense MiniMind layer takes this path (`supports`): a
-LoRA adapter, MoE feed-forward, forward hooks or any parameter the step does not know (q/k norms,
-say) sends generation through the model's forward instead.
+LoRA adapter, MoE feed-forward, forward hooks or any parameter the step does not know sends
+generation through the model's forward instead.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from . import model as modeling
 LAYER_PARAMETERS = {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                     "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
                     "input_layernorm.weight", "post_attention_layernorm.weight"}
+QK_NORM_PARAMETERS = {"self_attn.q_norm.weight", "self_attn.k_norm.weight"}   # MiniMind-3
 LAYER_MODULES = (modeling.DecoderLayer, modeling.Attention, modeling.FeedForward, modeling.RMSNorm, nn.Linear,
                  nn.Dropout)
 
@@ -44,7 +45,8 @@ def supports(model) -> bool:
         if module._forward_hooks or module._forward_pre_hooks:
             return False
     for layer in model.model.layers:
-        if {name for name, _ in layer.named_parameters()} != LAYER_PARAMETERS:
+        expected = LAYER_PARAMETERS | (QK_NORM_PARAMETERS if layer.self_attn.qk_norm else set())
+        if {name for name, _ in layer.named_parameters()} != expected:
             return False
         if any(type(m) not in LAYER_MODULES for m in layer.modules()):
             return False
@@ -62,8 +64,9 @@ class DecodeStep:
         self.layers = []
         for i, layer in enumerate(model.model.layers):
             a, f = layer.self_attn, layer.mlp
+            qk_norm = (a.q_norm.forward, a.k_norm.forward) if a.qk_norm else None
             self.layers.append((i, layer.input_layernorm.forward, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight,
-                                a.o_proj.weight, a.n_heads, a.n_kv_heads, a.head_dim,
+                                qk_norm, a.o_proj.weight, a.n_heads, a.n_kv_heads, a.head_dim,
                                 layer.post_attention_layernorm.forward, f.gate_proj.weight, f.up_proj.weight,
                                 f.down_proj.weight))
 
@@ -76,11 +79,13 @@ class DecodeStep:
         if attention_mask is not None:                    # padded rows: hide their padding keys
             mask = modeling.causal_mask(1, pos, attention_mask, tokens.device)
         x = F.embedding(tokens, inner.embed_tokens.weight)
-        for i, norm1, wq, wk, wv, wo, heads, kv_heads, head_dim, norm2, wg, wu, wd in self.layers:
+        for i, norm1, wq, wk, wv, qk_norm, wo, heads, kv_heads, head_dim, norm2, wg, wu, wd in self.layers:
             h = norm1(x)
             q = F.linear(h, wq).view(b, 1, heads, head_dim)
             k = F.linear(h, wk).view(b, 1, kv_heads, head_dim)
             v = F.linear(h, wv).view(b, 1, kv_heads, head_dim)
+            if qk_norm is not None:                       # MiniMind-3: each head's q and k normalised
+                q, k = qk_norm[0](q), qk_norm[1](k)
             q, k = modeling.apply_rope(q, k, *rope)
             k, v = cache.update(i, k, v)
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),

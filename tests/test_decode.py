@@ -18,7 +18,9 @@ def perturbed(**overrides):
     return model
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(num_key_value_heads=4), dict(num_key_value_heads=1, num_hidden_layers=3)])
+@pytest.mark.parametrize("overrides", [{}, dict(num_key_value_heads=4), dict(num_key_value_heads=1, num_hidden_layers=3),
+                                       dict(qk_norm=True, head_dim=24), dict(qk_norm=True, inference_rope_scaling=True,
+                                                                             max_position_embeddings=4096)])
 def test_step_logits_are_the_models_bit_for_bit(overrides):
     model = perturbed(**overrides)
     ids = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(1))
@@ -64,7 +66,7 @@ def test_models_the_step_does_not_know_use_the_forward():
     hooked.model.layers[0].self_attn.register_forward_hook(lambda *a: None)
     assert not supports(hooked)
     extra = perturbed()
-    extra.model.layers[1].self_attn.q_norm = torch.nn.Parameter(torch.ones(16))   # a parameter it does not know
+    extra.model.layers[1].self_attn.q_scale = torch.nn.Parameter(torch.ones(16))   # a parameter it does not know
     assert not supports(extra)
     with pytest.raises(ValueError, match="dense MiniMind layers only"):
         DecodeStep(extra)

@@ -59,8 +59,27 @@ def test_eval_ppl_on_a_llama_export(run_and_llama, capsys):
     assert lines["run"] == lines["llama"] and lines["run"].startswith("perplexity: ")
 
 
-def test_a_qwen3_folder_is_read_through_transformers(run_and_llama, tmp_path):
-    """Qwen3's q/k norms are not in our model: the loader falls back to transformers' class, and the
+@pytest.mark.parametrize("yarn", [False, True])
+def test_a_qwen3_export_loads_as_our_model_with_equal_logits(tmp_path, yarn):
+    """MiniMind-3 (q/k-norm, its own head_dim, YaRN) -> export qwen3 -> our loader: the same model."""
+    from minimind_core.export import export_qwen3
+
+    run = write_course_model(tmp_path / "run", qk_norm=True, head_dim=24, inference_rope_scaling=yarn,
+                             max_position_embeddings=4096 if yarn else 256)
+    out = export_qwen3(run, tmp_path / "qwen3")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "qwen3" and cfg["rope_theta"] == 1e6
+    assert (cfg.get("rope_scaling") or {}).get("rope_type") == ("yarn" if yarn else None)
+    ours, back = ck.load_model(run), ck.load_model(out)
+    assert type(back) is MiniMindForCausalLM and back.config.qk_norm and back.config.head_dim == 24
+    assert back.config.inference_rope_scaling == yarn
+    ids = torch.randint(3, 2048, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(ours(ids).logits, back(ids).logits)
+
+
+def test_a_qwen3_folder_our_model_cannot_express_goes_through_transformers(run_and_llama, tmp_path):
+    """Attention biases are not in our model: the loader falls back to transformers' class, and the
     course's batched greedy evaluation gives transformers' own greedy tokens."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -68,7 +87,7 @@ def test_a_qwen3_folder_is_read_through_transformers(run_and_llama, tmp_path):
     tok = ck.load_tokenizer_for(run)
     torch.manual_seed(0)
     qwen = Qwen3ForCausalLM(Qwen3Config(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, attention_bias=True,
                                         max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1,
                                         eos_token_id=2, pad_token_id=0)).eval()
     with torch.no_grad():

@@ -78,8 +78,10 @@ def test_generated_code_imports_nothing_from_the_library():
     assert model_src[start:start + 2000] in files["modeling_minimind.py"]
 
 
-def test_checkpoint_loads_in_a_fresh_process_with_equal_logits(tmp_path):
-    run = write_course_model(tmp_path / "run")
+@pytest.mark.parametrize("config", [{}, dict(qk_norm=True, head_dim=24, inference_rope_scaling=True,
+                                             max_position_embeddings=4096)], ids=["minimind2", "minimind3"])
+def test_checkpoint_loads_in_a_fresh_process_with_equal_logits(tmp_path, config):
+    run = write_course_model(tmp_path / "run", **config)
     latest = ck.latest_checkpoint(run)
     config = json.loads((latest / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP and config["model_type"] == "minimind"
