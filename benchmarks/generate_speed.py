@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import minimind_core  # noqa: E402,F401 - before torch: waiting OpenMP threads sleep (README, "Threads")
+import torch  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -45,6 +45,20 @@ def test_step_logits_are_the_models_bit_for_bit(overrides):
                 assert torch.equal(a.keys[:, :, :a.length], b.keys[:, :, :b.length])
 
 
+def test_a_bfloat16_model_steps_through_its_own_functions():
+    model = perturbed(qk_norm=True).to(torch.bfloat16)
+    ids = torch.randint(3, 300, (2, 8), generator=torch.Generator().manual_seed(3))
+    step = DecodeStep(model)
+    assert not step.fp32
+    with torch.inference_mode():
+        a = KVCache(model.config, 2, max_len=20, dtype=torch.bfloat16, static=True)
+        b = KVCache(model.config, 2, max_len=20, dtype=torch.bfloat16, static=True)
+        model(ids, cache=a)
+        model(ids, cache=b)
+        tok = ids[:, -1:]
+        assert torch.equal(step(tok, b), model(tok, cache=a).logits[:, -1])
+
+
 def test_generate_takes_the_same_tokens_either_way(monkeypatch):
     model = perturbed()
     ids = torch.randint(3, 300, (2, 9), generator=torch.Generator().manual_seed(2))
