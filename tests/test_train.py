@@ -150,7 +150,7 @@ def test_all_stages_learn_in_smoke_profile(corpus, tmp_path):
     m = load_model(lora.run_dir)
     assert any("lora_A" in n for n, _ in m.named_parameters())
 
-    dpo = run("dpo", corpus, tmp_path / "dpo", init=sft.run_dir, max_steps=20, log_every=4, lr=5e-4,
+    dpo = run("dpo", corpus, tmp_path / "dpo", init=sft.run_dir, max_steps=32, log_every=4, lr=5e-4,
               batch_size=12, dpo_score="sum", dpo_beta=0.5)
     f, l = first_last(dpo)
     assert f == pytest.approx(math.log(2), abs=0.05)  # the policy starts as the reference
