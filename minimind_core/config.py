@@ -57,6 +57,28 @@ def minimind3_fields(kwargs: dict) -> dict:
     return kw
 
 
+def checked_shape(hidden_size: int, num_attention_heads: int, num_key_value_heads: int, head_dim,
+                  hidden_act: str, scoring_func: str) -> int:
+    """The head width (hidden_size / heads unless given), after checking the shape fits together."""
+    if head_dim is None:
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
+                             f"({num_attention_heads}), or give head_dim")
+        head_dim = hidden_size // num_attention_heads
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {head_dim}")
+    if num_attention_heads % num_key_value_heads:
+        raise ValueError(
+            f"num_attention_heads ({num_attention_heads}) must be a multiple of "
+            f"num_key_value_heads ({num_key_value_heads}) for grouped-query attention"
+        )
+    if hidden_act != "silu":
+        raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {hidden_act!r}")
+    if scoring_func != "softmax":
+        raise ValueError(f"only scoring_func='softmax' is supported, got {scoring_func!r}")
+    return head_dim
+
+
 class MiniMindConfig(PretrainedConfig):
     model_type = "minimind"
     keys_to_ignore_at_inference = ["past_key_values"]
@@ -97,22 +119,8 @@ class MiniMindConfig(PretrainedConfig):
         # and rope_scaling (what inference_rope_scaling switches on: YARN)
         for key in ("flash_attn", "rope_scaling"):
             kwargs.pop(key, None)
-        if head_dim is None:
-            if hidden_size % num_attention_heads:
-                raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-                                 f"({num_attention_heads}), or give head_dim")
-            head_dim = hidden_size // num_attention_heads
-        if head_dim % 2:
-            raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {head_dim}")
-        if num_attention_heads % num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads ({num_attention_heads}) must be a multiple of "
-                f"num_key_value_heads ({num_key_value_heads}) for grouped-query attention"
-            )
-        if hidden_act != "silu":
-            raise ValueError(f"only hidden_act='silu' (SwiGLU) is supported, got {hidden_act!r}")
-        if scoring_func != "softmax":
-            raise ValueError(f"only scoring_func='softmax' is supported, got {scoring_func!r}")
+        head_dim = checked_shape(hidden_size, num_attention_heads, num_key_value_heads, head_dim,
+                                 hidden_act, scoring_func)
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.num_attention_heads = num_attention_heads
