@@ -15,7 +15,7 @@ that does not need the real text or a GPU:
    full recipe's sequence length (smaller batches), in its own process;
 4. projects the time of one epoch of the real file on a GPU from the model's FLOPs per token.
 
-    python benchmarks/rehearsal.py                  # 300 MB: 7.5 minutes on 2 busy cores
+    python benchmarks/rehearsal.py                  # 300 MB: 2.3 min on 2 idle cores, 7.5 on busy ones
     python benchmarks/rehearsal.py --size-mb 50     # a quick look
 """
 from __future__ import annotations
