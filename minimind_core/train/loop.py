@@ -433,7 +433,7 @@ def log_step(run: Run, result: StepResult, lr: float, bar, callbacks: list) -> N
     # what is left of this epoch, or of the run when it stops before the epoch ends (max_steps)
     left_in_epoch = main.batches_per_epoch - main.position if main.position else 0
     left = min(left_in_epoch, (run.plan.total_steps - p.step) * cfg.accum)
-    ep = min(main.epoch + 1, run.plan.epochs)
+    ep = min(main.epoch + (1 if main.position else 0), run.plan.epochs)  # position 0: an epoch just ended
     pos = main.position or main.batches_per_epoch
     val = f" val_loss:{row['val_loss']:.3f}" if "val_loss" in row else ""
     bar.write(f"Epoch:[{ep}/{run.plan.epochs}]({pos}/{main.batches_per_epoch}) loss:{result.loss:.3f}{val} "
