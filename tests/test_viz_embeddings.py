@@ -68,3 +68,30 @@ def test_explorer_updates_neighbours_and_figure(tokenizer):
 def test_projection_figure_checks_sizes():
     with pytest.raises(ValueError, match="must match"):
         viz.projection_figure(torch.zeros(3, 2), ["a", "b"], ["g", "g"])
+
+
+def _label_boxes(fig):
+    from matplotlib.text import Text
+
+    fig.draw_without_rendering()
+    return [Text.get_window_extent(t) for t in fig.axes[0].texts]   # the text itself, without its leader line
+
+
+def test_projection_labels_never_overlap_and_crowded_ones_are_counted():
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(12, 2, generator=g) * 3                    # room for every label
+    fig = viz.projection_figure(spread, [f"word{i}" for i in range(12)], ["a"] * 6 + ["b"] * 6)
+    boxes = _label_boxes(fig)
+    assert len(boxes) == 12 and "left out" not in fig.axes[0].get_title()
+    crowded = torch.cat([torch.randn(30, 2, generator=g) * 0.01, torch.tensor([[5.0, 5.0]])])   # 30 dots on one spot
+    labels = [f"city{i}" for i in range(31)]
+    fig = viz.projection_figure(crowded, labels, ["c"] * 31)
+    boxes = _label_boxes(fig)
+    shown = [t.get_text() for t in fig.axes[0].texts]
+    assert "city30" in shown and 4 <= len(shown) < 31              # the lone dot keeps its label; the pile cannot
+    assert f"({31 - len(shown)} of 31 labels left out" in fig.axes[0].get_title()
+    frame = fig.axes[0].get_window_extent()
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 + 1 and frame.y0 <= a.y0 and a.y1 <= frame.y1 + 1
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)

@@ -82,6 +82,7 @@ def test_temperature_figure_has_a_panel_per_temperature():
 def test_sampling_explorer_reacts_to_sliders():
     box = viz.sampling_explorer(_logits(), [f"t{i}" for i in range(50)], top_k=0, top_p=1.0, temperature=1.0)
     assert list(box.stages) == ["logits (T = 1)"]
+    assert box.temperature.style.description_width == "initial"   # "temperature" in full, not "temperat…"
     assert "50 tokens can be sampled" in box.summary.value
     box.top_k.value = 7
     assert "7 tokens can be sampled" in box.summary.value

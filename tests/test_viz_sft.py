@@ -107,7 +107,11 @@ def test_accuracy_figure_bars_and_chance():
     ax = fig.axes[0]
     heights = sorted(round(p.get_height(), 2) for p in ax.patches)
     assert heights == [0.0, 0.1, 0.6, 1.0]
-    assert any("chance 8%" in t.get_text() for t in ax.get_legend().get_texts())
+    assert any("chance 8%" in t.get_text() for t in ax.texts)         # labelled outside the axes, on the right
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["pretrained (n=10)", "after SFT (n=10)"]
+    # the 10% label of the pretrained bar would sit on the 8% chance line: it goes above the line
+    ten = next(t for t in ax.texts if t.get_text() == "10%")
+    assert ten.get_position()[1] > 0.08
     with pytest.raises(ValueError):
         viz.accuracy_figure({})
 

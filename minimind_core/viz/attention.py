@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 
 from ..model import rope_tables
 from ..tokenizer import token_labels
-from .common import PngFigure, drawable, font_families, keep_initial_state, load_widgets, show
+from .common import FULL_LABEL, PngFigure, drawable, font_families, keep_initial_state, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,9 +120,10 @@ def rope_explorer(head_dim: int = 64, theta: float = 1e6, max_positions: int = 1
     `.update()` (redraws; called whenever a slider moves)."""
     widgets = load_widgets()
     position = widgets.IntSlider(value=min(10, max_positions - 1), min=0, max=max_positions - 1,
-                                 description="position m", continuous_update=False)
+                                 description="position m", continuous_update=False,
+                                 style=FULL_LABEL)
     pair = widgets.IntSlider(value=0, min=0, max=head_dim // 2 - 1, description="pair i",
-                             continuous_update=False)
+                             continuous_update=False, style=FULL_LABEL)
     out = widgets.Output()
     box = widgets.VBox([widgets.HBox([position, pair]), out])
     box.position, box.pair, box.out, box.figure = position, pair, out, None

@@ -2,7 +2,10 @@
 
     PngFigure      a matplotlib Figure that shows itself as a PNG in Jupyter, without pyplot
     load_widgets() the ipywidgets module, with a clear message when it is missing
+    FULL_LABEL     a widget style whose description is shown in full ("temperature", not "temperat…")
     show(out, fig) replace what an ipywidgets Output shows with `fig`
+    draw_chance(ax, chance)   a dashed chance line, labelled outside the axes where no bar hides it
+    bar_label_y(value, chance)   where a bar's value label goes so that the chance line does not cross it
     keep_initial_state(box, figure, html)   a widget's saved output keeps a picture of its initial state
     cjk_font()     the name of a font with Chinese glyphs (system, or shipped by a PyPI package), or None
     font_families()        the fonts tick labels are drawn with (DejaVu Sans, then a CJK font if any)
@@ -25,6 +28,10 @@ class PngFigure(Figure):
         buf = io.BytesIO()
         self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         return buf.getvalue()
+
+
+# ipywidgets gives a description 80 px and cuts longer ones with an ellipsis; "initial" sizes it to its text
+FULL_LABEL = {"description_width": "initial"}
 
 
 def load_widgets():
@@ -71,6 +78,23 @@ def show(out, fig) -> None:
     with out:
         out.clear_output(wait=True)
         display(fig)
+
+
+def draw_chance(ax, chance: float, label: str | None = None) -> None:
+    """A dashed line across the axes at `chance` (a fraction), labelled on the right outside the
+    axes, where no bar and no legend can hide the label or be hidden by it."""
+    ax.axhline(chance, color="grey", ls="--", lw=1)
+    ax.text(1.005, chance, label or f"chance {100 * chance:.0f}%", transform=ax.get_yaxis_transform(),
+            ha="left", va="center", fontsize=9, color="grey", clip_on=False)
+
+
+def bar_label_y(value: float, chance: float | None, gap: float = 0.015, height: float = 0.06) -> float:
+    """The y (on a 0-1.12 scale) of the label above a bar of `value`: just above the bar, or just
+    above the chance line when the label would otherwise sit on it (a bar of 4% under a line at 7%)."""
+    y = value + gap
+    if chance is not None and y - gap / 2 <= chance <= y + height:
+        y = chance + gap
+    return y
 
 
 # fonts with Chinese glyphs, by the names they register under (system fonts first)

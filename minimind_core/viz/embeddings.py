@@ -3,6 +3,7 @@
     parameter_breakdown_figure(breakdown)       a bar per component, with counts and shares
     default_word_groups(profile)                groups of words to label (cities, foods, ...)
     projection_figure(points, labels, groups)   a 2-D scatter of labelled words, coloured by group
+    place_labels(ax, xy, texts, colours)        labels beside their dots, none over another
     embedding_explorer(model, tokenizer, groups) a word box -> its nearest tokens and the 2-D picture
 
 The numbers behind them live with what they describe: parameter counts and their breakdown by
@@ -86,31 +87,105 @@ def projection_figure(points, labels: Sequence[str], groups: Sequence[str], titl
                       highlight: dict | None = None) -> Figure:
     """A 2-D scatter: one dot per word, coloured by its group, with its label.
 
+    Words of one group sit close together (that is the point of the picture), so their labels are
+    placed by `place_labels`: each beside its dot where it overlaps no other label or dot, further
+    out with a thin leader line when the near spots are taken, and left out (the title says how
+    many) where there is no free spot at all.
+
     `highlight`: {"points": [m, 2], "labels": [...], "name": "..."} drawn as black crosses (a typed
-    word and its neighbours)."""
+    word and its neighbours); their labels are placed first."""
     pts = torch.as_tensor(points).float().cpu()
     if pts.dim() != 2 or pts.shape[1] != 2 or pts.shape[0] != len(labels) or len(labels) != len(groups):
         raise ValueError(f"points {tuple(pts.shape)}, {len(labels)} labels and {len(groups)} groups must match")
-    fig = PngFigure(figsize=(7.5, 6), layout="constrained")
+    fig = PngFigure(figsize=(7.5, 6.2), layout="constrained")
     ax = fig.subplots()
     names = list(dict.fromkeys(groups))
-    for gi, g in enumerate(names):
-        idx = [i for i, x in enumerate(groups) if x == g]
-        ax.scatter(pts[idx, 0], pts[idx, 1], s=36, color=GROUP_COLOURS[gi % len(GROUP_COLOURS)], label=g)
-        for i in idx:
-            ax.annotate(labels[i], (float(pts[i, 0]), float(pts[i, 1])), textcoords="offset points",
-                        xytext=(4, 3), fontsize=8, color=GROUP_COLOURS[gi % len(GROUP_COLOURS)])
-    if highlight is not None and len(highlight.get("labels", [])):
+    colour = {g: GROUP_COLOURS[gi % len(GROUP_COLOURS)] for gi, g in enumerate(names)}
+    xy, texts, colours = [], [], []
+    hl_labels = list(highlight.get("labels", [])) if highlight is not None else []
+    if hl_labels:
         hp = torch.as_tensor(highlight["points"]).float()
-        ax.scatter(hp[:, 0], hp[:, 1], s=60, marker="x", color="black", label=highlight.get("name", "query"))
-        for (x, y), lab in zip(hp.tolist(), highlight["labels"]):
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8, color="black")
+        ax.scatter(hp[:, 0], hp[:, 1], s=60, marker="x", color="black", label=highlight.get("name", "query"),
+                   zorder=3)
+        xy += [tuple(p) for p in hp.tolist()]
+        texts += hl_labels
+        colours += ["black"] * len(hl_labels)
+    for g in names:
+        idx = [i for i, x in enumerate(groups) if x == g]
+        ax.scatter(pts[idx, 0], pts[idx, 1], s=36, color=colour[g], label=g)
+    xy += [tuple(p) for p in pts.tolist()]
+    texts += list(labels)
+    colours += [colour[g] for g in groups]
+    ax.margins(0.12)
     ax.set_xlabel("principal component 1")
     ax.set_ylabel("principal component 2")
-    ax.set_title(title or "token embeddings, projected to 2-D (PCA)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    fig.legend(loc="outside lower center", ncol=len(names) + bool(hl_labels), fontsize=9, frameon=False)
+    left_out = place_labels(ax, xy, texts, colours, fontsize=9)
+    title = title or "token embeddings, projected to 2-D (PCA)"
+    if left_out:
+        title += f"\n({left_out} of {len(texts)} labels left out: no free spot near their dots)"
+    ax.set_title(title, fontsize=10)
     return fig
+
+
+# where a label may go around its dot: (dx, dy) directions, nearest ring first
+_DIRECTIONS = ((1, 0.5), (1, -0.5), (-1, 0.5), (-1, -0.5), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
+
+
+def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], colours: Sequence[str],
+                 fontsize: float = 9, rings: Sequence[float] = (5, 14, 24, 36)) -> int:
+    """Label each point of `xy` (data coordinates) with its text where the text overlaps no other
+    label, no dot and stays inside the axes; returns how many labels found no such spot and were
+    left out.
+
+    A greedy search of our own, in the spirit of adjustText: for every label in turn, try spots in
+    rings of growing distance (in points) around its dot, the nearest first; labels beyond the first
+    ring get a thin leader line to their dot. The layout is fixed first (`draw_without_rendering`)
+    so that data, pixel and point positions are final; all of them scale alike with the dpi a
+    figure is saved at, so a free spot stays free in the PNG."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.draw_without_rendering()
+    frame = ax.get_window_extent()
+    px_per_pt = fig.dpi / 72
+    centres = ax.transData.transform(list(xy)) if len(xy) else []
+    dot = 4 * px_per_pt                              # half the side of the box a dot occupies
+    taken = [Bbox.from_extents(x - dot, y - dot, x + dot, y + dot) for x, y in centres]
+    left_out = 0
+    for (x, y), text, colour in zip(centres, texts, colours):
+        if not text:
+            continue
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        ext = probe.get_window_extent()
+        probe.remove()
+        w, h = ext.width + 2, ext.height + 2
+        spot = None
+        for ring in rings:
+            for dx, dy in _DIRECTIONS:
+                cx, cy = x + dx * ring * px_per_pt, y + dy * ring * px_per_pt   # the anchor of the text
+                x0 = cx if dx > 0 else cx - w if dx < 0 else cx - w / 2
+                y0 = cy if dy > 0 else cy - h if dy < 0 else cy - h / 2
+                box = Bbox.from_bounds(x0, y0, w, h)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                if inside and not any(box.overlaps(t) for t in taken):
+                    spot = (dx, dy, ring, box)
+                    break
+            if spot:
+                break
+        if spot is None:
+            left_out += 1
+            continue
+        dx, dy, ring, box = spot
+        taken.append(box)
+        ax.annotate(text, ax.transData.inverted().transform((x, y)), textcoords="offset points",
+                    xytext=(dx * ring, dy * ring), fontsize=fontsize, color=colour,
+                    ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                    va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                    arrowprops=None if ring == rings[0] else
+                    {"arrowstyle": "-", "color": colour, "lw": 0.6, "alpha": 0.6, "shrinkA": 0, "shrinkB": 3})
+    return left_out
 
 
 class EmbeddingView:
@@ -202,5 +277,5 @@ def embedding_explorer(model, tokenizer, groups: dict, word: str | None = None, 
     return keep_initial_state(box, figure=box.figure, html=table.value)
 
 
-__all__ = ["parameter_breakdown_figure", "default_word_groups", "projection_figure", "EmbeddingView",
+__all__ = ["parameter_breakdown_figure", "default_word_groups", "projection_figure", "place_labels", "EmbeddingView",
            "neighbours_html", "embedding_explorer"]

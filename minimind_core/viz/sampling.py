@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 
 from ..generate import filter_logits
 from ..tokenizer import token_labels
-from .common import PngFigure, drawable, font_families, keep_initial_state, load_widgets, show
+from .common import (FULL_LABEL, PngFigure, bar_label_y, draw_chance, drawable, font_families, keep_initial_state,
+                     load_widgets, show)
 
 KEPT = "#2f6db5"
 REMOVED = "#c9c9c9"
@@ -117,8 +118,15 @@ def distribution_figure(stages: Mapping[str, torch.Tensor], labels=None, n: int 
         tick_labels = list(labels)[:len(token_ids)] if labels is not None else [f"#{i}" for i in token_ids]
     families = font_families()
     ticks = [_tick(lab, i, families) for lab, i in zip(tick_labels, token_ids)]
-    fig = PngFigure(figsize=(min(4.2 * len(names), 17), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    # at most three panels a row (two for four) in a figure about as wide as a notebook's output,
+    # so that the 9-10 pt text is shown at its own size instead of scaled down to fit
+    ncols = len(names) if len(names) <= 3 else 2 if len(names) == 4 else 3
+    nrows = math.ceil(len(names) / ncols)
+    fig = PngFigure(figsize=(7.0 if ncols == 1 else 9.6, 3.9 * nrows), layout="constrained")
+    grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = list(grid.flat)[:len(names)]
+    for ax in list(grid.flat)[len(names):]:
+        ax.remove()
     x = np.arange(len(token_ids))
     for ax, name in zip(axes, names):
         p = torch.as_tensor(stages[name]).float()
@@ -128,15 +136,17 @@ def distribution_figure(stages: Mapping[str, torch.Tensor], labels=None, n: int 
         ax.bar(x[~kept], before[~kept], color=REMOVED, width=0.8, label="removed")
         ax.bar(x[kept], shown[kept], color=KEPT, width=0.8, label="kept")
         n_kept = int((p > 0).sum())
-        ax.set_title(f"{name}\n{n_kept:,} of {p.numel():,} tokens kept, entropy {entropy(p):.2f}", fontsize=9)
-        ax.set_xticks(x, ticks, rotation=90, fontsize=8, fontfamily=families)
+        ax.set_title(f"{name}\n{n_kept:,} of {p.numel():,} tokens kept, entropy {entropy(p):.2f}", fontsize=10)
+        ax.set_xticks(x, ticks, rotation=90, fontsize=9, fontfamily=families)
+        ax.tick_params(axis="y", labelsize=9)
         ax.set_xlim(-0.6, len(token_ids) - 0.4)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("probability of the next token")
+    for ax in axes[::ncols]:
+        ax.set_ylabel("probability of the next token", fontsize=9)
     if any((torch.as_tensor(stages[k])[token_ids] == 0).any() for k in names):
-        axes[-1].legend(loc="upper right", fontsize=8)
+        axes[-1].legend(loc="upper right", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -173,11 +183,11 @@ def sampling_explorer(logits, labels=None, n: int = 20, temperature: float = 0.8
     widgets = load_widgets()
     z = torch.as_tensor(logits).detach().float().cpu()
     t_slider = widgets.FloatSlider(value=temperature, min=0.05, max=3.0, step=0.05, description="temperature",
-                                   continuous_update=False)
+                                   continuous_update=False, style=FULL_LABEL)
     k_slider = widgets.IntSlider(value=top_k, min=0, max=min(200, z.numel()), description="top-k",
-                                 continuous_update=False)
+                                 continuous_update=False, style=FULL_LABEL)
     p_slider = widgets.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, description="top-p",
-                                   continuous_update=False)
+                                   continuous_update=False, style=FULL_LABEL)
     summary = widgets.HTML()
     out = widgets.Output()
     box = widgets.VBox([widgets.HBox([t_slider, k_slider, p_slider]), summary, out])
@@ -255,16 +265,14 @@ def accuracy_figure(results: Mapping[str, object], chance: float | None = None, 
         vals = [r[key] for r in rows]
         bars = ax.bar(x + offset, vals, w, color=color, label=label)
         for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.015, f"{100 * v:.0f}%", ha="center", va="bottom", fontsize=8)
+            ax.text(b.get_x() + b.get_width() / 2, bar_label_y(v, chance), f"{100 * v:.0f}%", ha="center",
+                    va="bottom", fontsize=9)
     if chance is not None:
-        ax.axhline(chance, color="grey", ls="--", lw=1)
-        # the label sits outside the axes, on the right, where no bar can hide it
-        ax.text(1.005, chance, f"chance {100 * chance:.0f}%", transform=ax.get_yaxis_transform(), ha="left",
-                va="center", fontsize=8, color="grey", clip_on=False)
+        draw_chance(ax, chance)
     ax.set_xticks(x, [f"{r['checkpoint']}\n({r['n_correct']}/{r['n']})" for r in rows])
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("fraction of questions")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)  # below: no bar hidden
+    fig.legend(loc="outside lower center", ncol=2, fontsize=9, frameon=False)  # below the axes: no bar hidden
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or "Held-out questions, greedy replies", fontsize=10)
     return fig

@@ -25,11 +25,12 @@ from matplotlib.patches import FancyBboxPatch
 
 from ..losses import IGNORE_INDEX
 from ..tokenizer import token_labels
-from .common import PngFigure, keep_initial_state
+from .common import PngFigure, bar_label_y, draw_chance, keep_initial_state
 
 TRAINED_BG = "#b7f0c0"
 TRAINED_BORDER = "#1a7f37"
 SPECIAL_BG = "#dde3ea"
+CELL_CHARS = 7          # characters of 10 pt monospace that fit in one box of the mask figure
 
 
 def _as_list(x) -> list[int]:
@@ -93,36 +94,41 @@ def _boxed(label: str) -> str:
 def loss_mask_figure(tokenizer, input_ids, labels, per_row: int = 12, title: str | None = None) -> Figure:
     """A grid of token boxes in reading order, trained ones green: the loss mask as a picture.
 
-    Rows break after `per_row` tokens and after every newline token (↵), so each chat message
-    starts on its own row as in the rendered text.
+    Rows break after `per_row` cells and after every newline token (↵), so each chat message
+    starts on its own row as in the rendered text. The text is 10 pt in a figure about as wide as a
+    notebook's output (0.8 inch a cell), so it is read at its own size rather than scaled down; a
+    label too long for one cell (<|im_start|>) takes two.
     """
     rows = mask_rows(tokenizer, input_ids, labels)
+    per_row = max(2, per_row)
     cells, r, c = [], 0, 0
     for name, trained, special in rows:
-        if c >= per_row:
+        text = _boxed(name)
+        span = 1 if len(text) <= CELL_CHARS else 2
+        if c + span > per_row:
             r, c = r + 1, 0
-        cells.append((r, c, name, trained, special))
-        c += 1
+        cells.append((r, c, span, text, trained, special))
+        c += span
         if name.endswith("↵"):
             r, c = r + 1, 0
     n_rows = (cells[-1][0] + 1) if cells else 1
-    fig = PngFigure(figsize=(min(1.05 * per_row, 16), 0.42 * n_rows + 1.0), layout="constrained")
+    fig = PngFigure(figsize=(0.8 * per_row, 0.5 * n_rows + 0.6), layout="constrained")
     ax = fig.subplots()
-    for r, c, name, trained, special in cells:
+    for r, c, span, text, trained, special in cells:
         face = TRAINED_BG if trained else (SPECIAL_BG if special else "white")
         edge = TRAINED_BORDER if trained else "#999999"
         ax.add_patch(FancyBboxPatch(
-            (c + 0.04, -r - 0.86), 0.92, 0.72, boxstyle="round,pad=0.0,rounding_size=0.08",
+            (c + 0.04, -r - 0.88), span - 0.08, 0.76, boxstyle="round,pad=0.0,rounding_size=0.08",
             facecolor=face, edgecolor=edge, lw=1.2 if trained else 0.6))
-        text = _boxed(name)
-        size = 8 if len(text) <= 8 else max(5, 8 * 8 / len(text))
-        ax.text(c + 0.5, -r - 0.5, text, ha="center", va="center", fontsize=size, family="monospace",
-                fontweight="bold" if special else "normal", color="black" if trained else "#444444")
+        room = CELL_CHARS * span + (span - 1)              # characters that fit at 10 pt
+        size = 10 if len(text) <= room else max(7, 10 * room / len(text))
+        ax.text(c + span / 2, -r - 0.5, text, ha="center", va="center", fontsize=size, family="monospace",
+                fontweight="bold" if special else "normal", color="black" if trained else "#333333")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-n_rows, 0)
     ax.set_axis_off()
     n_trained = sum(t for _, t, _ in rows)
-    fig.suptitle(title or f"loss mask: {n_trained} of {len(rows)} tokens trained (green)", fontsize=11)
+    fig.suptitle(title or f"loss mask: {n_trained} of {len(rows)} tokens trained (green)", fontsize=12)
     return fig
 
 
@@ -211,15 +217,16 @@ def accuracy_figure(results: dict, chance: float | None = None, title: str | Non
         bars = ax.bar(xs, vals, width * 0.95, label=f"{label} (n={int(get(results[label], 'n'))})",
                       color=colors[k % len(colors)])
         for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=9)
+            ax.text(b.get_x() + b.get_width() / 2, bar_label_y(v, chance), f"{v:.0%}", ha="center", va="bottom",
+                    fontsize=9)
     if chance is not None:
-        ax.hlines(chance, -0.45, 0.45, colors="tab:red", linestyles="--", lw=1, label=f"chance {chance:.0%}")
+        draw_chance(ax, chance)
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([m for m, _ in metrics])
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("fraction of questions")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    fig.legend(loc="outside lower center", ncol=len(labels), fontsize=9, frameon=False)  # below: no bar hidden
     fig.suptitle(title or "before and after supervised fine-tuning", fontsize=11)
     return fig
 

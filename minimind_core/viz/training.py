@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from .common import PngFigure, keep_initial_state, load_widgets, show
+from .common import FULL_LABEL, PngFigure, keep_initial_state, load_widgets, show
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,10 +327,11 @@ def lr_explorer(total: int = 1000, base_lr: float = 5e-4, warmup: int = 0, max_t
     widgets = load_widgets()
     max_total = max_total or max(2 * total, 100)
     lr = widgets.FloatLogSlider(value=base_lr, base=10, min=-6, max=-1, step=0.1, description="peak lr",
-                                readout_format=".1e", continuous_update=False)
+                                readout_format=".1e", continuous_update=False, style=FULL_LABEL)
     t = widgets.IntSlider(value=total, min=10, max=max_total, step=max(1, max_total // 200), description="T (steps)",
-                          continuous_update=False)
-    w = widgets.IntSlider(value=warmup, min=0, max=max(0, total // 2), description="warmup", continuous_update=False)
+                          continuous_update=False, style=FULL_LABEL)
+    w = widgets.IntSlider(value=warmup, min=0, max=max(0, total // 2), description="warmup", continuous_update=False,
+                          style=FULL_LABEL)
     out = widgets.Output()
     box = widgets.VBox([widgets.HBox([lr, t, w]), out])
     box.lr, box.total, box.warmup, box.out, box.figure = lr, t, w, out, None
