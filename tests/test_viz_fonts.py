@@ -36,8 +36,11 @@ def test_a_chinese_label_renders_with_cjk_glyphs():
 
 
 def test_the_packaged_font_is_found_without_any_system_font():
+    import sys
+
     name = common.packaged_cjk_font()   # the PyPI font the course depends on, registered from its file
     assert name == "WenQuanYi Micro Hei"
+    assert "paperang_p2_fonts_cjk" not in sys.modules   # located, not imported: none of its code runs
     path = matplotlib.font_manager.findfont(matplotlib.font_manager.FontProperties(family=name))
     assert path.endswith("wqy-microhei.ttc")
     assert ord("训") in common._charmap(name)

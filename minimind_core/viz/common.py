@@ -101,7 +101,8 @@ def bar_label_y(value: float, chance: float | None, gap: float = 0.015, height: 
 CJK_FAMILIES = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "WenQuanYi", "SimHei", "Microsoft YaHei",
                 "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback", "Sarasa")
 # font files that PyPI packages ship: (module, file inside it). The course depends on the first
-# (wqy-microhei, 5 MB); mplfonts (Noto Sans CJK SC, 85 MB) is used when it happens to be installed.
+# (wqy-microhei, 5 MB; pyproject.toml says why this one); mplfonts (Noto Sans CJK SC, 85 MB) is used
+# when it happens to be installed. The packages are located, never imported: only the file is read.
 PACKAGED_CJK_FONTS = (("paperang_p2_fonts_cjk", "fonts/wqy-microhei.ttc"),
                       ("mplfonts", "fonts/NotoSansCJKsc-Regular.otf"))
 
