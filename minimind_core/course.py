@@ -205,6 +205,58 @@ def _prerequisites(stage: str, recipe) -> list[str]:
     return needed
 
 
+# the reasoning students (lesson 09): the SFT model fine-tuned on the teacher's traces, or on the answers alone
+REASONING_RECIPE = {"smoke": dict(max_steps=12, batch_size=8, lr=1e-3, log_every=4),
+                    "tiny": dict(max_steps=60, batch_size=16, lr=1e-3, log_every=10)}
+
+
+def reasoning_data(profile=None) -> tuple[Path, Path]:
+    """(traces, answers): the sample profiles' reasoning-distillation data, MADE when missing.
+
+    The SFT model (trained first if needed) is the teacher: for every two-hop question about the
+    training half of the sample world it asks itself the two single-hop questions and answers them
+    (reasoning.teacher_traces); only traces whose conclusion is right are kept (rejection sampling).
+    runs/<profile>/reason_traces.jsonl holds them with their thinking, reason_answers.jsonl the same
+    questions with the answers alone. Made once; delete the files to make them again.
+    """
+    from . import reasoning
+
+    prof = _profile(profile)
+    runs = prof.run_dir("sft").parent
+    paths = runs / "reason_traces.jsonl", runs / "reason_answers.jsonl"
+    if all(p.exists() for p in paths):
+        return paths
+    model, tokenizer = load_stage("sft", prof, device="cpu", quiet=True)
+    items = reasoning.two_hop_questions("train")
+    traces = reasoning.teacher_traces(model, tokenizer, items)
+    kept = [t for t in traces if t.correct]
+    print(f"The {prof.name} SFT model wrote {len(traces)} two-hop traces; {len(kept)} reach the right country "
+          f"and are kept, {len(traces) - len(kept)} are rejected")
+    if len(kept) < _MIN_TRACES:  # a teacher this weak has too little to teach: complete from the world's facts
+        extra = [reasoning.reference_trace(t.item) for t in traces if not t.correct][:_MIN_TRACES - len(kept)]
+        kept += extra
+        print(f"  too few to learn from: {len(extra)} traces written from the sample world's facts complete them")
+    reasoning.write_jsonl(paths[1], reasoning.to_conversations(kept, think=False))
+    reasoning.write_jsonl(paths[0], reasoning.to_conversations(kept, think=True))
+    return paths
+
+
+_MIN_TRACES = 40
+
+
+def train_reasoner(think: bool, profile=None, seed: int = 1337, **overrides):
+    """Fine-tune the SFT model on the teacher's traces (`think`) or on the answers alone; returns
+    train()'s RunResult. The run folder is runs/<profile>/reason_think or reason_answers (or `out=`)."""
+    from .train import train
+
+    prof = _profile(profile)
+    traces, answers = reasoning_data(prof)
+    recipe = {**REASONING_RECIPE.get(prof.name, {}), **overrides}
+    out = recipe.pop("out", prof.run_dir("sft").parent / ("reason_think" if think else "reason_answers"))
+    return train("sft", profile=prof, data=traces if think else answers, init=checkpoint_or_train("sft", prof),
+                 out=out, seed=seed, mix_pretrain=False, val_fraction=0.0, overwrite=True, **recipe)
+
+
 def load_stage(stage: str, profile=None, device: str | None = None, *, train_missing: bool = True,
                quiet: bool = False):
     """(model, tokenizer) of the profile's `stage` run, which is TRAINED first when unfinished.

@@ -35,6 +35,7 @@ FILES = {
     "lora": "lora.jsonl",
     "lora_eval": "lora_eval.jsonl",
     "dpo": "dpo.jsonl",
+    "reason_eval": "reason_eval.jsonl",
 }
 TOKENIZER_DIR = "tokenizer"
 KINDS = ("city", "job", "food", "country", "river")
@@ -701,6 +702,40 @@ def eval_items(world: World, rng: random.Random) -> list:
     return out
 
 
+# Two-hop questions (lesson 09, reasoning distillation): which country a person lives in. The
+# answer joins two stored facts, the person's city and that city's country; a reply that thinks
+# first can ask itself the two single-hop questions the SFT data taught.
+HOME_COUNTRY = "home_country"
+TWO_HOP_QUESTIONS = {
+    "en": ["Which country does {N} live in?", "In which country does {N} live?", "What country is {N}'s home in?"],
+    "zh": ["{N}住在哪个国家？", "{N}生活在哪个国家？", "{N}的家在哪个国家？"],
+}
+TWO_HOP_ANSWERS = {"en": "{Ps} lives in {v}.", "zh": "{Ps}住在{v}。"}
+
+
+def home_country(p: Person, lang: str) -> str:
+    """The country of the person's home city (the answer to a two-hop question)."""
+    return COUNTRIES[_city_of(p).country][0 if lang == "en" else 1]
+
+
+def two_hop_answer(p: Person, lang: str) -> str:
+    return TWO_HOP_ANSWERS[lang].format(v=home_country(p, lang), **_person_slots(p, lang, use_name=False))
+
+
+def two_hop_items(world: World, rng: random.Random, train: bool = False) -> list:
+    """One two-hop question per person of one half and language, in the eval_qa schema."""
+    out = []
+    for lang in LANGS:
+        for p in world.people:
+            if p.train != train:
+                continue
+            q = question(p, HOME_COUNTRY, lang, rng.choice(TWO_HOP_QUESTIONS[lang]))
+            out.append({"conversations": [_user(q), _assistant(two_hop_answer(p, lang))],
+                        "expected": home_country(p, lang), "choices": choices("country", lang),
+                        "kind": HOME_COUNTRY, "lang": lang})
+    return out
+
+
 def lora_convs(world: World, rng: random.Random) -> list:
     out = identity_convs(rng, LORA_NAME, 60)
     train_people = [p for p in world.people if p.train]
@@ -794,6 +829,7 @@ def generate(seed: int = DEFAULT_SEED) -> dict:
         "lora": lora_convs(world, random.Random(seed + 4)),
         "lora_eval": lora_eval_items(),
         "dpo": dpo_pairs(world, random.Random(seed + 5)),
+        "reason_eval": two_hop_items(world, random.Random(seed + 7)),
         "world": world,
     }
 

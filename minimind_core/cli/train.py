@@ -73,6 +73,8 @@ def add_parsers(sub) -> None:
                    help="dpo: weight of the chosen replies' cross-entropy added to the loss (0: plain DPO)")
     k.add_argument("--alpha", type=float, default=None, help="distill: weight of the hard-label loss")
     k.add_argument("--temperature", type=float, default=None, help="distill: softmax temperature")
+    k.add_argument("--student-layers", default=None, metavar="I,J,...",
+                   help="distill: start the student as these of the teacher's layers (e.g. 0,2)")
     k.add_argument("--mix-pretrain", dest="mix_pretrain", action="store_true", default=None,
                    help="sft: mix one pretraining batch into each step")
     k.add_argument("--no-mix-pretrain", dest="mix_pretrain", action="store_false")
@@ -96,6 +98,8 @@ def train_kwargs(args) -> dict:
               distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain)
     if (args.lora_alpha is not None and args.stage != "lora") or (args.alpha is not None and args.stage != "distill"):
         raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")
+    if args.student_layers is not None:
+        kw["student_layers"] = _layer_list(args.student_layers)
     if args.model is not None:
         kw["model"] = args.model
     for flag in ("resume", "overwrite", "compile"):
@@ -104,6 +108,14 @@ def train_kwargs(args) -> dict:
     if args.no_progress:
         kw["progress"] = False
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def _layer_list(text: str) -> tuple:
+    try:
+        layers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise CLIError(f"--student-layers {text!r}: expected layer indices separated by commas, e.g. 0,2") from None
+    return layers
 
 
 def run_train(args) -> int:

@@ -63,8 +63,11 @@ class DistillKnobs:
     temperature: float = 1.5       # softens both distributions before the KL
     teacher: str | Path | None = None  # the teacher's model or run folder, or a stage of this profile
     student: dict = field(default_factory=dict)  # MiniMindConfig changes for a fresh student (e.g. fewer layers)
+    student_layers: tuple | None = None  # start the student as these of the teacher's layers (distill.student_from_teacher)
 
     def __post_init__(self):
+        if self.student_layers is not None and not self.student_layers:
+            raise TrainError("student_layers must name at least one of the teacher's layers, got none")
         if not 0.0 <= float(self.alpha) <= 1.0:
             raise TrainError(f"distill_alpha must be between 0 and 1, got {self.alpha}")
         if float(self.temperature) <= 0:
@@ -85,6 +88,7 @@ KNOB_OVERRIDES = {
     "distill_temperature": ("distill", "temperature"),
     "teacher": ("distill", "teacher"),
     "student": ("distill", "student"),
+    "student_layers": ("distill", "student_layers"),
 }
 
 
