@@ -63,7 +63,7 @@ class DistillKnobs:
     temperature: float = 1.5       # softens both distributions before the KL
     teacher: str | Path | None = None  # the teacher's model or run folder, or a stage of this profile
     student: dict = field(default_factory=dict)  # MiniMindConfig changes for a fresh student (e.g. fewer layers)
-    student_layers: tuple | None = None  # start the student as these of the teacher's layers (distill.student_from_teacher)
+    student_layers: tuple | None = None  # the student = these of the teacher's layers (distill.student_from_teacher; wins over init)
 
     def __post_init__(self):
         if self.student_layers is not None and not self.student_layers:

@@ -389,9 +389,9 @@ class DistillTask(Task):
 
     L = alpha * CE + (1 - alpha) * T^2 * KL(teacher || student) over the SFT loss-masked
     positions. The teacher (`teacher=` / --teacher) and the student share the tokenizer and may
-    differ in size. The student starts from --init when given; else, with the `student_layers`
-    knob, as those of the teacher's layers (with its embeddings and head); else it is a fresh
-    model of the profile's size with the `student` knob's changes (e.g. fewer layers).
+    differ in size. With the `student_layers` knob the student starts as those of the teacher's
+    layers (with its embeddings, final norm and head; --init is then not used); else from --init
+    when given; else it is a fresh model of the profile's size with the `student` knob's changes.
     """
 
     components = {"distill": 1.0}
@@ -405,10 +405,12 @@ class DistillTask(Task):
         teacher.requires_grad_(False)
         teacher.eval()
         self.teacher = teacher.to(self.env.device)
-        if resume_from is not None or self.cfg.init is not None:
+        if resume_from is not None:
             student = super().build_model(resume_from)
-        elif knobs.student_layers is not None:
+        elif knobs.student_layers is not None:  # wins over --init: the full recipe's init is the SFT model
             student = _student_from_layers(teacher, knobs)
+        elif self.cfg.init is not None:
+            student = super().build_model(None)
         else:
             student = fresh_model({**self.cfg.model, **knobs.student}, self.cfg.seed, self.tokenizer,
                                   "the student model")
@@ -438,17 +440,13 @@ class DistillTask(Task):
 
 
 def _student_from_layers(teacher, knobs):
-    """The student as some of the teacher's layers (the `student_layers` knob), on the teacher's device."""
+    """The student as some of the teacher's layers (the `student_layers` knob): their number sets
+    its depth, so the `student` knob's num_hidden_layers (a fresh student's) does not apply."""
     from ..distill import student_from_teacher
 
     changes = {k: v for k, v in knobs.student.items() if k != "num_hidden_layers"}
-    layers = tuple(knobs.student_layers)
-    wanted = knobs.student.get("num_hidden_layers")
-    if wanted is not None and int(wanted) != len(layers):
-        raise TrainError(f"student_layers {list(layers)} gives {len(layers)} layers but the student knob asks "
-                         f"for num_hidden_layers={wanted}")
     try:
-        student = student_from_teacher(teacher, layers, **changes)
+        student = student_from_teacher(teacher, tuple(knobs.student_layers), **changes)
     except ValueError as e:
         raise TrainError(f"student_layers: {e}") from None
     return student.cpu().train()
