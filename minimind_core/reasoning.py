@@ -38,6 +38,8 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # the single-hop questions the teacher asks itself (worded as the SFT data words them)
 CITY_HOP = {"en": "Which city does {N} live in?", "zh": "{N}住在哪座城市？"}
 COUNTRY_HOP = {"en": "Which country is {N} in?", "zh": "{N}在哪个国家？"}
+# how the trace states the second fact: a sentence form of the pretraining text (sample_corpus.T_COUNTRY)
+STATE_COUNTRY = {"en": "{c} is in {k}.", "zh": "{c}在{k}。"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,9 +101,14 @@ class Trace:
 
     @property
     def reasoning(self) -> str:
-        """The thinking: each sub-question followed by the teacher's reply, in order."""
-        sep = " " if self.item["lang"] == "en" else ""
-        return sep.join(f"{q}{sep}{reply}" for q, reply in self.hops)
+        """The thinking: the teacher's own reply to the first hop ("She lives in Brackwell."), then the
+        city's country stated the way the pretraining text states it ("Brackwell is in Norvik.");
+        as far as the trace got when a hop failed."""
+        lang = self.item["lang"]
+        steps = [self.hops[0][1]] if self.hops else []
+        if self.city and self.country:
+            steps.append(STATE_COUNTRY[lang].format(c=self.city, k=self.country))
+        return (" " if lang == "en" else "").join(steps)
 
     @property
     def answer(self) -> str:

@@ -9,6 +9,9 @@ fact is repeated many times in varied wording:
   facts in shuffled order with a mix of names and pronouns; short stories mention them again.
 * Question-and-answer pages about the train half show, already in pretraining, how a question
   maps to a stored fact; this measurably raises held-out accuracy (data/README.md).
+* Lesson 09 adds two files: `distill.jsonl`, more text about the same world in new sentences (a
+  transfer set the teacher has not memorised), and `reason_eval.jsonl`, two-hop questions ("which
+  country does X live in?") about the held-out half.
 * The entities are split in two halves. Supervised fine-tuning (监督微调) asks questions about
   the "train" half only; `eval_qa.jsonl` asks about the other half, so a correct answer shows
   that knowledge learnt during pretraining (预训练) can be extracted by a question.
@@ -36,6 +39,7 @@ FILES = {
     "lora_eval": "lora_eval.jsonl",
     "dpo": "dpo.jsonl",
     "reason_eval": "reason_eval.jsonl",
+    "distill": "distill.jsonl",
 }
 TOKENIZER_DIR = "tokenizer"
 KINDS = ("city", "job", "food", "country", "river")
@@ -830,6 +834,10 @@ def generate(seed: int = DEFAULT_SEED) -> dict:
         "lora_eval": lora_eval_items(),
         "dpo": dpo_pairs(world, random.Random(seed + 5)),
         "reason_eval": two_hop_items(world, random.Random(seed + 7)),
+        # a transfer set for distillation (lesson 09): the same facts in new sentences, text the SFT
+        # model (the teacher) has never seen, so its soft labels are not just its memory of the text
+        "distill": pretrain_docs(world, random.Random(seed + 8), bios_per_entity=2, stories_per_lang=100,
+                                 interviews_per_entity=1),
         "world": world,
     }
 

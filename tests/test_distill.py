@@ -86,3 +86,4 @@ def test_cli_reads_student_layers():
     assert train_kwargs(args)["student_layers"] == (0, 2)
     with pytest.raises(CLIError, match="--student-layers"):
         train_kwargs(build_parser().parse_args(["train", "distill", "--student-layers", "first"]))
+

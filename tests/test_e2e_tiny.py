@@ -2,7 +2,8 @@
 
 Pretraining must take the loss far below the unigram baseline (the entropy of the corpus'
 token frequencies: what a model that ignores context can reach); after SFT the model must
-answer held-out questions in the chat format, and correctly at least half of the time.
+answer held-out questions in the chat format, and correctly at least half of the time; a student
+distilled from the SFT model must end with a lower held-out loss than the same student trained alone.
 """
 import math
 import time
@@ -51,3 +52,14 @@ def test_tiny_pretrain_then_sft_answers_held_out_questions(tmp_path):
           f"in format {res.in_format:.2f}; by language {res.by_lang}")
     assert res.in_format >= 0.9
     assert res.accuracy >= 0.5
+
+    # distillation (lesson 09): the student cut from the SFT model, repaired on the transfer set with
+    # the teacher's soft labels, ends with a lower held-out loss than the same student alone (same
+    # seed, batches and steps); alone it fits the transfer set and its held-out loss rises
+    val = {}
+    for name, alpha in (("teacher", None), ("alone", 1.0)):
+        run = train("distill", profile=prof, teacher=sft.run_dir, distill_alpha=alpha, out=tmp_path / f"distill_{name}",
+                    cache_dir=cache_dir, progress=False)
+        val[name] = [row["val_loss"] for row in run.metrics if "val_loss" in row]
+    print(f"distill: val_loss with the teacher {val['teacher']}, alone {val['alone']}")
+    assert val["teacher"][-1] < val["alone"][-1] - 0.03, val

@@ -55,8 +55,8 @@ def test_teacher_traces_follow_the_first_reply_and_keep_only_right_conclusions(m
     assert [len(t.hops) for t in traces] == [2] * 6
     first = traces[0]
     assert first.correct and first.city == items[0]["city"]
-    assert first.reasoning == (f"Which city does {items[0]['person']} live in? She lives in {items[0]['city']}. "
-                               f"Which country is {items[0]['city']} in? It is in {items[0]['expected']}.")
+    assert first.hops[0] == (f"Which city does {items[0]['person']} live in?", f"She lives in {items[0]['city']}.")
+    assert first.reasoning == f"She lives in {items[0]['city']}. {items[0]['city']} is in {items[0]['expected']}."
     assert first.answer == items[0]["conversations"][1]["content"]
     for t in traces[3:]:   # the second hop asked about the wrong city; right only by coincidence
         assert t.hops[1][0] == "Which country is Selstead in?"
@@ -73,7 +73,8 @@ def test_a_first_reply_without_one_city_ends_the_trace(monkeypatch):
 def test_reference_trace_and_conversations_render_the_thinking_first():
     item = reasoning.two_hop_questions("heldout", langs=("zh",))[0]
     trace = reasoning.reference_trace(item)
-    assert trace.correct and trace.reasoning.startswith(f"{item['person']}住在哪座城市？")
+    assert trace.correct and trace.hops[0][0] == f"{item['person']}住在哪座城市？"
+    assert trace.reasoning == f"{trace.answer.replace(item['expected'], item['city'])}{item['city']}在{item['expected']}。"
     think, plain = reasoning.to_conversations([trace], think=True)[0], reasoning.to_conversations([trace], think=False)[0]
     text = render_chat(think["conversations"])
     assert f"<|im_start|>assistant\n<think>\n{trace.reasoning}\n</think>\n\n{trace.answer}<|im_end|>" in text

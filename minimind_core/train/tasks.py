@@ -387,7 +387,7 @@ class DPOTask(Task):
 class DistillTask(Task):
     """Knowledge distillation: a student learns from a teacher's softened distribution.
 
-    L = alpha * CE + (1 - alpha) * T^2 * KL(teacher || student) over the SFT loss-masked
+    L = alpha * CE + (1 - alpha) * T^2 * KL(teacher || student) over the trained
     positions. The teacher (`teacher=` / --teacher) and the student share the tokenizer and may
     differ in size. With the `student_layers` knob the student starts as those of the teacher's
     layers (with its embeddings, final norm and head; --init is then not used); else from --init
@@ -420,7 +420,15 @@ class DistillTask(Task):
         return student
 
     def sources(self):
-        return {"main": self._chat_source("distillation data")}
+        """Chat data (SFT schema: the replies are trained) or plain text (pretrain schema: packed
+        blocks, every position trained), e.g. a transfer set the teacher has not memorised."""
+        from ..jsonl import detect_stage
+
+        cfg = self.cfg
+        if detect_stage(require_file(cfg.data, "distillation data")) != "pretrain":
+            return {"main": self._chat_source("distillation data")}
+        ds = packed_dataset(cfg.data, self.tokenizer, cfg.seq_len, self.env, cfg.cache_dir, self._progress)
+        return {"main": self._split(Source(ds, cfg.batch_size, name=str(cfg.data)))}
 
     def counts(self, micro):
         return {"distill": n_targets(micro["main"]["labels"])}
