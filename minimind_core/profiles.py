@@ -105,7 +105,7 @@ _SMOKE = Profile(
                            max_steps=20, log_every=5, init="sft", dpo=DPOKnobs(beta=0.1)),
         "distill": StageRecipe(data=_sample("distill.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
                                max_steps=10, log_every=5, val_fraction=0.05,
-                               distill=DistillKnobs(teacher="sft", temperature=2.0, student_layers=(0,))),
+                               distill=DistillKnobs(teacher="sft", student_layers=(0,))),
     },
 )
 

@@ -159,7 +159,7 @@ def test_all_stages_learn_in_smoke_profile(corpus, tmp_path):
 
     dist = run("distill", corpus, tmp_path / "distill", teacher=sft.run_dir, max_steps=30, log_every=5, lr=5e-3)
     f, l = first_last(dist)
-    assert l < f - 1.0, (f, l)
+    assert l < f - 0.5, (f, l)  # the student starts as the teacher's first layer: far below a fresh model
     student = load_model(dist.run_dir)
     assert student.config.num_hidden_layers == 1  # the smoke recipe's smaller student
 
