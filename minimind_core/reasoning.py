@@ -8,13 +8,20 @@ writes traces, only those whose final answer is right are kept, and a small mode
 on them: black-box distillation, because only the teacher's text is used, not its logits).
 
 Here the teacher is the SFT model, and it writes its trace the simplest way there is: it asks
-itself the two single-hop questions it was trained on and answers them (self-ask):
+itself the two single-hop questions it was trained on ("Which city does Mira Larkin live in?",
+then "Which country is Brackwell in?") and answers them (self-ask). The trace is its own reply to
+the first and the second fact in the pretraining text's words:
 
     <think>
-    Which city does Mira Larkin live in? She lives in Brackwell. Which country is Brackwell in? It is in Norvik.
+    She lives in Brackwell. Brackwell is in Norvik.
     </think>
 
     She lives in Norvik.
+
+The wording matters for a small student: a trace that repeats the sub-questions with the
+person's name taught the tiny student to write *training* people's names into its thinking; one
+that starts as the SFT model answers a question about a person (with the pronoun) leaves the
+name in the question, where the model reads it.
 
     items = two_hop_questions("train")                         # eval_qa-schema questions with answers
     traces = teacher_traces(teacher, tokenizer, items)         # the teacher's hops, right or wrong
