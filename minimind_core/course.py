@@ -108,7 +108,10 @@ def checkpoint_or_train(stage: str, profile=None, *, quiet: bool = False, **trai
     recipe = prof.stage(stage)
     require_tokenizer(prof)
     own_pairs = stage == "dpo" and Path(recipe.data) == self_pairs_path(prof)
-    if not own_pairs:
+    own_prompts = stage == "grpo" and Path(recipe.data) == grpo_prompts_path(prof)
+    if own_prompts:
+        grpo_prompts(prof)
+    elif not own_pairs:
         require_data(recipe.data)
     for needed in _prerequisites(stage, recipe):
         checkpoint_or_train(needed, prof, quiet=quiet)
@@ -183,6 +186,37 @@ def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
           f"the likeliest wrong answers to questions it is least sure of; {len(train_part)} pairs in {path}, "
           f"{len(held_part)} held-out pairs in {held_path.name}")
     return Path(path)
+
+
+def grpo_prompts_path(profile=None) -> Path:
+    """runs/<profile>/grpo_prompts.jsonl: where a sample profile's GRPO prompts live."""
+    return _profile(profile).run_dir("grpo").parent / "grpo_prompts.jsonl"
+
+
+def grpo_prompts(profile=None) -> Path:
+    """The profile's GRPO prompts, WRITTEN when missing: for the sample profiles, every question
+    about the training half of the sample world (preferences.fact_questions("train"), eval_qa
+    records: the question, the expected answer and the choices a reply must not name), so the
+    held-out half (eval_qa.jsonl) measures what GRPO did to facts it never asked about.
+    `full`: MiniMind's file (MissingDataError says how to download it). No model is needed.
+    """
+    from . import preferences
+
+    prof = _profile(profile)
+    path = Path(prof.stage("grpo").data)
+    if path != grpo_prompts_path(prof):
+        return require_data(path)
+    if not path.exists():  # every rank of a torchrun job may get here: each writes its own file, renamed
+        import json
+        import os
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for it in preferences.fact_questions("train"):
+                f.write(json.dumps({k: v for k, v in it.items() if k != "fact"}, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    return path
 
 
 _MIN_PAIR_FACTS = 10  # fewer facts than this on either side of the split: complete the pairs with near misses

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .paths import DATA_DIR, PROJECT_DIR, RUNS_DIR, SAMPLE_DIR
-from .train.config import DistillKnobs, DPOKnobs, LoRAKnobs, SFTKnobs
+from .train.config import DistillKnobs, DPOKnobs, GRPOKnobs, LoRAKnobs, SFTKnobs
 
 PROFILE_NAMES = ("smoke", "tiny", "full")
-STAGES = ("pretrain", "sft", "lora", "dpo", "distill")
+STAGES = ("pretrain", "sft", "lora", "dpo", "distill", "grpo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +46,7 @@ class StageRecipe:
     lora: LoRAKnobs = field(default_factory=LoRAKnobs)
     dpo: DPOKnobs = field(default_factory=DPOKnobs)
     distill: DistillKnobs = field(default_factory=DistillKnobs)
+    grpo: GRPOKnobs = field(default_factory=GRPOKnobs)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ def _own_pairs(profile: str) -> Path:
     return RUNS_DIR / profile / "dpo_pairs.jsonl"
 
 
+def _own_prompts(profile: str) -> Path:
+    """GRPO prompts: every question about the training half of the sample world (course.grpo_prompts)."""
+    return RUNS_DIR / profile / "grpo_prompts.jsonl"
+
+
 SMALL_VOCAB = 2048  # enough for the bilingual sample corpus (1024 splits Chinese into bytes)
 
 _SMOKE = Profile(
@@ -106,6 +112,9 @@ _SMOKE = Profile(
         "distill": StageRecipe(data=_sample("distill.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
                                max_steps=10, log_every=5, val_fraction=0.05,
                                distill=DistillKnobs(teacher="sft", student_layers=(0,))),
+        "grpo": StageRecipe(data=_own_prompts("smoke"), epochs=1, batch_size=4, accum=1, lr=1e-3, seq_len=128,
+                            max_steps=10, log_every=5, init="sft",
+                            grpo=GRPOKnobs(group_size=4, max_new_tokens=24)),
     },
 )
 
@@ -134,6 +143,9 @@ _TINY = Profile(
         "distill": StageRecipe(data=_sample("distill.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=256,
                                max_steps=120, log_every=15, val_fraction=0.05,
                                distill=DistillKnobs(teacher="sft", temperature=2.0, student_layers=(0, 2))),
+        "grpo": StageRecipe(data=_own_prompts("tiny"), epochs=1, batch_size=8, accum=1, lr=1e-4, seq_len=256,
+                            max_steps=100, log_every=5, init="sft",
+                            grpo=GRPOKnobs(group_size=8, max_new_tokens=32)),
     },
 )
 
@@ -166,6 +178,13 @@ _FULL = Profile(
         # MiniMind's distillation: lr 5e-6, batch 32, 6 epochs, on the SFT file; 768 as the SFT stage
         "distill": StageRecipe(data=DATA_DIR / "sft_t2t_mini.jsonl", epochs=6, batch_size=32, accum=1, lr=5e-6,
                                seq_len=768, log_every=100, init="sft"),
+        # MiniMind's GRPO: lr 3e-7, 2 prompts x 6 replies, beta 0.1, clip 0.2, prompts up to 768 tokens and
+        # replies up to 1024. MiniMind scores rlaif.jsonl's open prompts with a 1.8B reward model; the course
+        # trains on agent_rl_math.jsonl, whose records carry a checkable answer ("gt"), with the rule-based reward
+        "grpo": StageRecipe(data=DATA_DIR / "agent_rl_math.jsonl", epochs=1, batch_size=2, accum=1, lr=3e-7,
+                            seq_len=768, log_every=10, save_every=100, init="sft",
+                            grpo=GRPOKnobs(group_size=6, beta=0.1, clip_eps=0.2, max_new_tokens=1024,
+                                           temperature=0.8)),
     },
 )
 
@@ -192,4 +211,4 @@ def get_profile(name: str | None = None) -> Profile:
 
 
 __all__ = ["Profile", "StageRecipe", "get_profile", "PROFILES", "STAGES", "DATA_DIR", "SAMPLE_DIR",
-           "RUNS_DIR", "PROJECT_DIR", "SFTKnobs", "LoRAKnobs", "DPOKnobs", "DistillKnobs"]
+           "RUNS_DIR", "PROJECT_DIR", "SFTKnobs", "LoRAKnobs", "DPOKnobs", "DistillKnobs", "GRPOKnobs"]

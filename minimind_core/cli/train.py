@@ -19,7 +19,7 @@ from .errors import CLIError
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a stage: pretrain, sft, lora, dpo or distill",
+    p = sub.add_parser("train", help="train a stage: pretrain, sft, lora, dpo, distill or grpo",
                        description="Train one stage. Unset options come from the profile's recipe; "
                                    "works the same under torchrun (one process per GPU).")
     p.add_argument("stage", choices=STAGES)
@@ -75,6 +75,10 @@ def add_parsers(sub) -> None:
     k.add_argument("--temperature", type=float, default=None, help="distill: softmax temperature")
     k.add_argument("--student-layers", default=None, metavar="I,J,...",
                    help="distill: start the student as these of the teacher's layers (e.g. 0,2)")
+    k.add_argument("--group-size", type=int, default=None, help="grpo: replies sampled per prompt")
+    k.add_argument("--kl-beta", type=float, default=None, help="grpo: weight of the KL term to the reference")
+    k.add_argument("--clip-eps", type=float, default=None, help="grpo: the clip range of the probability ratio")
+    k.add_argument("--max-new-tokens", type=int, default=None, help="grpo: reply budget of the rollouts")
     k.add_argument("--mix-pretrain", dest="mix_pretrain", action="store_true", default=None,
                    help="sft: mix one pretraining batch into each step")
     k.add_argument("--no-mix-pretrain", dest="mix_pretrain", action="store_false")
@@ -95,7 +99,9 @@ def train_kwargs(args) -> dict:
               num_workers=args.num_workers, cache_dir=args.cache_dir, threads=args.threads, teacher=args.teacher,
               lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, dpo_beta=args.beta, dpo_score=args.score,
               dpo_sft_weight=args.sft_weight,
-              distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain)
+              distill_alpha=args.alpha, distill_temperature=args.temperature, mix_pretrain=args.mix_pretrain,
+              grpo_group_size=args.group_size, grpo_beta=args.kl_beta, grpo_clip_eps=args.clip_eps,
+              grpo_max_new_tokens=args.max_new_tokens)
     if (args.lora_alpha is not None and args.stage != "lora") or (args.alpha is not None and args.stage != "distill"):
         raise CLIError("--lora-alpha is for the lora stage and --alpha for distill")
     if args.student_layers is not None:
@@ -129,6 +135,10 @@ def run_train(args) -> int:
             from ..course import dpo_pairs
 
             dpo_pairs(args.profile)  # the sample profiles' pairs are the SFT model's own mistakes: made once
+        if args.stage == "grpo" and args.data is None:
+            from ..course import grpo_prompts
+
+            grpo_prompts(args.profile)  # the sample profiles' prompts: the training half's questions (no model)
         train(args.stage, profile=args.profile, **train_kwargs(args))
     except (MiniMindError, FileNotFoundError) as e:
         if distributed:

@@ -1,4 +1,4 @@
-"""The training loop behind every stage: pretrain (预训练), SFT (监督微调), LoRA, DPO and distillation.
+"""The training loop behind every stage: pretrain (预训练), SFT (监督微调), LoRA, DPO, distillation and GRPO.
 
 One loop, one Python API, the same under `python -m minimind_core train STAGE` and under
 `torchrun --nproc_per_node N -m minimind_core train STAGE`:
@@ -49,7 +49,7 @@ _HOMES = {
     "train": "loop", "RunResult": "loop",
     "plan_run": "plan", "RunPlan": "plan", "resolve_config": "plan",
     "TrainConfig": "config", "SFTKnobs": "config", "LoRAKnobs": "config", "DPOKnobs": "config",
-    "DistillKnobs": "config",
+    "DistillKnobs": "config", "GRPOKnobs": "config",
     "lr_at": "schedule",
     "BatchStream": "batches",
     "TASKS": "tasks",
@@ -69,5 +69,5 @@ def __dir__():
 
 
 __all__ = ["train", "RunResult", "plan_run", "RunPlan", "resolve_config", "TrainConfig", "SFTKnobs",
-           "LoRAKnobs", "DPOKnobs", "DistillKnobs", "lr_at", "BatchStream", "TASKS", "TrainError",
+           "LoRAKnobs", "DPOKnobs", "DistillKnobs", "GRPOKnobs", "lr_at", "BatchStream", "TASKS", "TrainError",
            "NonFiniteLossError"]

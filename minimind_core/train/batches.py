@@ -58,9 +58,12 @@ class BatchStream:
 
     def _start(self):
         order = _EpochOrder(self.sampler, self.batch_size, self.batches_per_epoch, self.epoch, self.position)
+        # the loader's own generator: starting its iterator then draws nothing from the global RNG, so a
+        # resumed run (which starts its iterator again) samples exactly what an uninterrupted one does
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, drop_last=True,
                             collate_fn=self.collate_fn, num_workers=self.num_workers,
-                            pin_memory=self.pin_memory)
+                            pin_memory=self.pin_memory,
+                            generator=torch.Generator().manual_seed(self.sampler.seed + self.epoch))
         self._it = iter(loader)
 
     def next(self):

@@ -74,6 +74,32 @@ class DistillKnobs:
             raise TrainError(f"distill_temperature must be positive, got {self.temperature}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class GRPOKnobs:
+    """Group relative policy optimization with a rule-based reward (grpo.py)."""
+
+    group_size: int = 8            # G: replies sampled per prompt (MiniMind: 6)
+    beta: float = 0.1              # weight of the k3 KL to the reference model
+    clip_eps: float = 0.2          # PPO's clip: the ratio may move 1 +- clip_eps per update
+    max_new_tokens: int = 32       # reply budget; a reply not closed by then loses format_weight
+    temperature: float = 1.0       # sampling temperature of the rollouts
+    top_p: float | None = None     # nucleus sampling of the rollouts (None: the whole distribution)
+    format_weight: float = 0.5     # reward taken off a reply that does not close with <|im_end|>
+    loss_agg: str = "sequence"     # "sequence": mean per reply, then over replies; "token": over all tokens
+
+    def __post_init__(self):
+        if int(self.group_size) < 2:
+            raise TrainError(f"grpo_group_size must be at least 2 (advantages compare a reply with its group), "
+                             f"got {self.group_size}")
+        if float(self.beta) < 0 or not 0 < float(self.clip_eps) < 1:
+            raise TrainError(f"grpo_beta must be >= 0 and grpo_clip_eps in (0, 1), got {self.beta}, {self.clip_eps}")
+        if int(self.max_new_tokens) < 1 or float(self.temperature) <= 0:
+            raise TrainError(f"grpo_max_new_tokens must be >= 1 and grpo_temperature > 0, got "
+                             f"{self.max_new_tokens}, {self.temperature}")
+        if self.loss_agg not in ("sequence", "token"):
+            raise TrainError(f"grpo_loss_agg must be 'sequence' or 'token', got {self.loss_agg!r}")
+
+
 # the knob overrides train() accepts: name -> (TrainConfig field, knob field)
 KNOB_OVERRIDES = {
     "mix_pretrain": ("sft", "mix_pretrain"),
@@ -89,6 +115,14 @@ KNOB_OVERRIDES = {
     "teacher": ("distill", "teacher"),
     "student": ("distill", "student"),
     "student_layers": ("distill", "student_layers"),
+    "grpo_group_size": ("grpo", "group_size"),
+    "grpo_beta": ("grpo", "beta"),
+    "grpo_clip_eps": ("grpo", "clip_eps"),
+    "grpo_max_new_tokens": ("grpo", "max_new_tokens"),
+    "grpo_temperature": ("grpo", "temperature"),
+    "grpo_top_p": ("grpo", "top_p"),
+    "grpo_format_weight": ("grpo", "format_weight"),
+    "grpo_loss_agg": ("grpo", "loss_agg"),
 }
 
 
@@ -101,7 +135,7 @@ class TrainConfig:
     """One run's options, resolved (see the module docstring for where each value comes from)."""
 
     # what, and where from / to
-    stage: str                      # pretrain | sft | lora | dpo | distill
+    stage: str                      # pretrain | sft | lora | dpo | distill | grpo
     profile: str                    # smoke | tiny | full: the size of everything
     data: Path                      # the training JSONL file
     out: Path                       # the run folder: run.json, metrics.jsonl, checkpoints/
@@ -140,6 +174,7 @@ class TrainConfig:
     lora: LoRAKnobs = field(default_factory=LoRAKnobs)
     dpo: DPOKnobs = field(default_factory=DPOKnobs)
     distill: DistillKnobs = field(default_factory=DistillKnobs)
+    grpo: GRPOKnobs = field(default_factory=GRPOKnobs)
 
     def to_json(self) -> dict:
         """The options as plain JSON values (written to the run folder's run.json)."""
@@ -157,9 +192,9 @@ def _jsonable(value):
 # what train(..., **overrides) accepts: the run's options and the knob names
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig)
                      if f.name not in ("stage", "profile", "profile_tokenizer", "model",
-                                       "sft", "lora", "dpo", "distill"))
+                                       "sft", "lora", "dpo", "distill", "grpo"))
 OVERRIDE_NAMES = OPTION_NAMES + tuple(KNOB_OVERRIDES)
 
 
-__all__ = ["TrainConfig", "SFTKnobs", "LoRAKnobs", "DPOKnobs", "DistillKnobs", "KNOB_OVERRIDES",
+__all__ = ["TrainConfig", "SFTKnobs", "LoRAKnobs", "DPOKnobs", "DistillKnobs", "GRPOKnobs", "KNOB_OVERRIDES",
            "OPTION_NAMES", "OVERRIDE_NAMES"]

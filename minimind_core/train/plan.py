@@ -49,7 +49,7 @@ def resolve_config(stage: str, profile=None, **overrides) -> TrainConfig:
     options = _recipe_options(stage, prof, recipe)
     if "epochs" in overrides and "max_steps" not in overrides:
         options["max_steps"] = None
-    knobs = {name: getattr(recipe, name) for name in ("sft", "lora", "dpo", "distill")}
+    knobs = {name: getattr(recipe, name) for name in ("sft", "lora", "dpo", "distill", "grpo")}
     for key, value in overrides.items():
         if key in KNOB_OVERRIDES:
             group, name = KNOB_OVERRIDES[key]

@@ -460,8 +460,87 @@ def _student_from_layers(teacher, knobs):
     return student.cpu().train()
 
 
-TASKS = {"pretrain": PretrainTask, "sft": SFTTask, "lora": LoRATask, "dpo": DPOTask, "distill": DistillTask}
+class GRPOTask(Task):
+    """GRPO: the policy starts from --init, samples a group of replies per prompt, and learns from
+    how each reply's rule-based reward compares with its group's (grpo.py); a frozen copy of
+    --init is the reference of the KL term.
+
+    The main stream yields prompts; the rollout (the sampled replies and their rewards) is drawn
+    by the policy the first time the loop looks at a micro-batch, in `counts` (the loop needs the
+    number of replies or reply tokens before any forward pass), and kept in the micro-batch for
+    `forward`. All micro-batches of a step are sampled before the update, by the same policy, so
+    each group is used for exactly one update: the probability ratio is 1 at that update (its
+    gradient is the policy gradient) and the clip never binds; clip_fraction says so in the log.
+    """
+
+    components = {"grpo": 1.0}
+
+    def build_model(self, resume_from):
+        model = super().build_model(resume_from)
+        ref = load_model_checked(self.cfg.init, self.tokenizer, "--init")
+        ref.requires_grad_(False)
+        ref.eval()
+        self.ref = ref.to(self.env.device)
+        self.policy = model          # the module itself (not its DDP wrapper) samples the replies
+        return model
+
+    def sources(self):
+        from ..course import grpo_prompts, grpo_prompts_path
+        from ..grpo import PromptDataset, collate_prompts
+
+        cfg = self.cfg
+        if cfg.profile != "full" and cfg.data == grpo_prompts_path(cfg.profile):
+            grpo_prompts(cfg.profile)  # the sample world's training-half questions, written once (no model needed)
+        ds = PromptDataset(require_file(cfg.data, "GRPO prompts"), self.tokenizer, max_prompt_len=cfg.seq_len)
+        return {"main": Source(ds, cfg.batch_size, collate_prompts, name=str(cfg.data))}
+
+    def rollout(self, micro):
+        b = micro["main"]
+        if "rollout" not in b:
+            from ..grpo import sample_rollout
+
+            k = self.cfg.grpo
+            b["rollout"] = sample_rollout(self.policy, self.tokenizer, b["prompt_ids"], b["records"],
+                                          int(k.group_size), int(k.max_new_tokens), float(k.temperature),
+                                          None if k.top_p is None else float(k.top_p), float(k.format_weight))
+        return b["rollout"]
+
+    def counts(self, micro):
+        r = self.rollout(micro)
+        return {"grpo": r.input_ids.shape[0] if self.cfg.grpo.loss_agg == "sequence" else r.reply_tokens}
+
+    def tokens(self, micro):
+        return int((self.rollout(micro).input_ids != 0).sum())  # prompt and reply tokens, not the padding
+
+    def forward(self, model, micro):
+        from ..grpo import group_advantages, grpo_token_loss
+        from ..losses import token_logprobs
+
+        r, k, dev = self.rollout(micro), self.cfg.grpo, self.env.device
+        ids, labels = r.input_ids.to(dev), r.labels.to(dev)
+        logp, mask = token_logprobs(model(input_ids=ids).logits, labels)
+        with torch.no_grad():
+            ref_logp, _ = token_logprobs(self.ref(input_ids=ids).logits, labels)
+        adv = group_advantages(r.rewards, r.group_size).to(dev)
+        # the replies were sampled by this very policy: old_logp is logp, without its gradient
+        per_token, clipped, kl = grpo_token_loss(logp, logp.detach(), ref_logp, adv, float(k.beta), float(k.clip_eps))
+        m = mask.float()
+        if k.loss_agg == "sequence":   # summed over replies here; the loop divides by their global count
+            total = ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).sum()
+        else:
+            total = (per_token * m).sum()
+        n_tok = m.sum().clamp(min=1)
+        groups = r.rewards.view(-1, r.group_size)
+        return Forward({"grpo": total}, {
+            "reward": float(r.rewards.mean()), "sample_accuracy": float(r.correct.float().mean()),
+            "in_format": float(r.closed.float().mean()), "kl": float((kl.detach() * m).sum() / n_tok),
+            "clip_fraction": float((clipped & mask).sum() / n_tok), "reply_tokens": float(m.sum(-1).mean()),
+            "groups_learning": float((groups.std(dim=1) > 0).float().mean())})
 
 
-__all__ = ["holdout_split", "Task", "Forward", "PretrainTask", "SFTTask", "LoRATask", "DPOTask", "DistillTask", "TASKS",
+TASKS = {"pretrain": PretrainTask, "sft": SFTTask, "lora": LoRATask, "dpo": DPOTask, "distill": DistillTask,
+         "grpo": GRPOTask}
+
+
+__all__ = ["holdout_split", "Task", "Forward", "PretrainTask", "SFTTask", "LoRATask", "DPOTask", "DistillTask", "GRPOTask", "TASKS",
            "load_run_tokenizer", "load_model_checked", "model_dir", "check_vocab"]
