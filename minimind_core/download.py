@@ -93,9 +93,10 @@ REGISTRY: dict[str, DataFile] = {
         DataFile("sft_t2t.jsonl", "sft", 14 * GB, "all of MiniMind's SFT conversations, same schema"),
         DataFile("dpo.jsonl", "dpo", 53 * MB, "preference pairs {\"chosen\", \"rejected\"} for DPO"),
         DataFile("rlaif.jsonl", "rlaif", 24 * MB,
-                 "prompts for RL from AI feedback (PPO/GRPO); the course has no RL stage"),
+                 "open prompts for RL from AI feedback (PPO/GRPO), scored by a reward model in MiniMind; "
+                 "no checkable answers, so the course's GRPO stage cannot use them"),
         DataFile("agent_rl.jsonl", "agent_rl", 86 * MB, "multi-turn tool-use tasks for agentic RL"),
-        DataFile("agent_rl_math.jsonl", "agent_rl", 18 * MB, "math tasks with tools for agentic RL"),
+        DataFile("agent_rl_math.jsonl", "agent_rl", 18 * MB, "math tasks with verifiable answers (\"gt\"); the full profile's GRPO prompts"),
     ]
 }
 

@@ -254,3 +254,16 @@ def test_cli_trains_grpo_on_two_gloo_ranks(world, tmp_path):
     rows = ck.read_metrics(tmp_path / "ddp")
     assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
     assert proc.stdout.count("Epoch:[") == 2      # rank 0 logs
+
+
+def test_sample_prompts_are_the_training_half_only():
+    from minimind_core import course
+    from minimind_core.evaluate import load_eval_items
+    from minimind_core.profiles import get_profile
+
+    recs = grpo.read_prompts(course.grpo_prompts("smoke"))
+    held_out = {it.question for it in load_eval_items(get_profile("smoke").eval_qa)}
+    asked = {r.messages[0]["content"] for r in recs}
+    assert len(recs) == 1020 and not asked & held_out
+    assert {r.kind for r in recs} == {"city", "job", "food", "country", "river"} and {r.lang for r in recs} == {"en", "zh"}
+    assert all(r.expected in r.choices for r in recs)
