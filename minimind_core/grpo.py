@@ -330,6 +330,29 @@ def sample_rollout(model, tokenizer, prompts: Sequence[Sequence[int]], records: 
                    correct=torch.tensor(correct), closed=torch.tensor(closed), replies=texts, group_size=group_size)
 
 
+def sampled_accuracy(model, tokenizer, records: Sequence[PromptRecord], samples: int = 4, temperature: float = 0.85,
+                     top_p: float | None = 0.85, max_new_tokens: int = 32, batch_size: int = 32,
+                     seed: int = 0) -> float:
+    """The share of right answers when the model *samples* its replies, `samples` per question.
+
+    Greedy accuracy asks whether the right answer is the model's first choice; this asks how much
+    of its probability the model puts on right answers, the way a chat samples (MiniMind's
+    defaults: temperature 0.85, top-p 0.85). A fixed `seed` makes it repeatable.
+    """
+    from .chat import prompt_ids
+
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    right = 0
+    for start in range(0, len(records), batch_size):
+        recs = records[start:start + batch_size]
+        prompts = [prompt_ids(tokenizer, list(r.messages)) for r in recs]
+        for i, (toks, closed) in enumerate(sample_replies(model, prompts, samples, max_new_tokens, temperature,
+                                                           top_p, generator=gen)):
+            text = tokenizer.decode(toks[:-1] if closed else toks, skip_special_tokens=True)
+            right += answer_correct(text, recs[i // samples])
+    return right / (len(records) * samples)
+
+
 def reply_logprobs(model, input_ids: torch.Tensor, labels: torch.Tensor):
     """(log-probs of the reply tokens [N, T-1], mask [N, T-1]) under `model` (losses.token_logprobs)."""
     return token_logprobs(model(input_ids=input_ids).logits, labels)
@@ -337,4 +360,4 @@ def reply_logprobs(model, input_ids: torch.Tensor, labels: torch.Tensor):
 
 __all__ = ["PromptRecord", "read_prompts", "PromptDataset", "collate_prompts", "gt_found", "answer_correct", "reward",
            "group_advantages", "k3_kl", "clipped_surrogate", "grpo_token_loss", "aggregate", "Rollout",
-           "sample_replies", "pack_replies", "sample_rollout", "reply_logprobs"]
+           "sample_replies", "pack_replies", "sample_rollout", "sampled_accuracy", "reply_logprobs"]

@@ -267,3 +267,17 @@ def test_sample_prompts_are_the_training_half_only():
     assert len(recs) == 1020 and not asked & held_out
     assert {r.kind for r in recs} == {"city", "job", "food", "country", "river"} and {r.lang for r in recs} == {"en", "zh"}
     assert all(r.expected in r.choices for r in recs)
+
+
+def test_sampled_accuracy_is_repeatable_and_greedy_in_the_limit(world):
+    from minimind_core.checkpoint import load_model_and_tokenizer
+    from minimind_core.evaluate import greedy_replies
+
+    model, tok = load_model_and_tokenizer(world["sft"], device="cpu")
+    recs = grpo.read_prompts(world["prompts"])
+    a = grpo.sampled_accuracy(model, tok, recs, samples=3, seed=1)
+    assert a == grpo.sampled_accuracy(model, tok, recs, samples=3, seed=1)
+    # top-p so small that only the most likely token survives: every sample is the greedy reply
+    greedy = greedy_replies(model, tok, [r.messages[0]["content"] for r in recs], max_new_tokens=32)
+    right = sum(grpo.answer_correct(text, r) for (text, _), r in zip(greedy, recs)) / len(recs)
+    assert grpo.sampled_accuracy(model, tok, recs, samples=2, top_p=1e-6) == pytest.approx(right)
