@@ -146,7 +146,7 @@ _TINY = Profile(
         # sampled at temperature 1.3, the SFT model misses one training question in ten or so: enough
         # groups with mixed rewards to learn from (at 1.0 most groups are all right and teach nothing)
         "grpo": StageRecipe(data=_own_prompts("tiny"), epochs=1, batch_size=8, accum=1, lr=1e-4, seq_len=256,
-                            max_steps=150, log_every=10, init="sft",
+                            max_steps=150, log_every=5, init="sft",
                             grpo=GRPOKnobs(group_size=8, max_new_tokens=32, temperature=1.3)),
     },
 )

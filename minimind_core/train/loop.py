@@ -113,7 +113,7 @@ class RunResult:
 
 
 def train(stage: str, profile=None, callbacks: Iterable = (), **overrides) -> RunResult:
-    """Train `stage` ("pretrain", "sft", "lora", "dpo" or "distill") and return a RunResult.
+    """Train `stage` ("pretrain", "sft", "lora", "dpo", "distill" or "grpo") and return a RunResult.
 
     profile:    "smoke" | "tiny" | "full" or a Profile (None: MINIMIND_PROFILE / the default)
     callbacks:  called with each logged row (a dict: step, epoch, tokens, loss, lr, grad_norm,
@@ -123,7 +123,9 @@ def train(stage: str, profile=None, callbacks: Iterable = (), **overrides) -> Ru
                 accum, lr, warmup, seq_len, seed, log_every, save_every, keep, resume, overwrite,
                 dtype, compile, device, num_workers, cache_dir, threads, progress, tokenizer) or a
                 stage knob (lora_rank, lora_alpha, lora_targets, dpo_beta, dpo_score, distill_alpha,
-                distill_temperature, teacher, student, mix_pretrain, mix_batch_size), or
+                distill_temperature, teacher, student, mix_pretrain, mix_batch_size, grpo_group_size,
+                grpo_beta, grpo_clip_eps, grpo_max_new_tokens, grpo_temperature, grpo_top_p,
+                grpo_format_weight, grpo_loss_agg), or
                 model: the shape of a new model, a preset name ("minimind-3") or MiniMindConfig
                 arguments (plan.model_arguments)
     """

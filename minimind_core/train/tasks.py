@@ -510,7 +510,9 @@ class GRPOTask(Task):
         return {"grpo": r.input_ids.shape[0] if self.cfg.grpo.loss_agg == "sequence" else r.reply_tokens}
 
     def tokens(self, micro):
-        return int((self.rollout(micro).input_ids != 0).sum())  # prompt and reply tokens, not the padding
+        from ..tokenizer import PAD_ID
+
+        return int((self.rollout(micro).input_ids != PAD_ID).sum())  # prompt and reply tokens, not the padding
 
     def forward(self, model, micro):
         from ..grpo import group_advantages, grpo_token_loss

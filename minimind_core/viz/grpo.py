@@ -120,7 +120,8 @@ def clip_figure(clip_eps: float = 0.2) -> Figure:
 
 def training_curves_figure(rows: Sequence[Mapping], title: str = "") -> Figure:
     """A GRPO run's metrics rows (metrics.jsonl): reward, share of sampled replies that were right and in
-    format, KL to the reference, and reply length, by step."""
+    format, KL to the reference, and reply length, by step (dots: each logged step's batch; lines: the
+    mean of the last five)."""
     rows = [r for r in rows if "reward" in r and "kl" in r]
     if not rows:
         raise ValueError("training_curves_figure: no rows with reward and kl (is this a GRPO run?)")
@@ -134,9 +135,11 @@ def training_curves_figure(rows: Sequence[Mapping], title: str = "") -> Figure:
     colors = {"reward": "tab:blue", "sample_accuracy": "tab:green", "in_format": "tab:gray", "kl": "tab:purple",
               "reply_tokens": "tab:orange"}
     for ax, (keys, label) in zip(axes, panels):
-        for key in keys:
-            ax.plot(step, [r[key] for r in rows], marker=".", color=colors[key],
-                    label={"sample_accuracy": "right", "in_format": "closed"}.get(key))
+        for key in keys:   # each row is one step's batch: noisy; the line is the mean of the last 5 rows
+            vals = np.array([float(r[key]) for r in rows])
+            smooth = np.array([vals[max(0, i - 4):i + 1].mean() for i in range(len(vals))])
+            ax.plot(step, vals, ".", color=colors[key], alpha=0.35)
+            ax.plot(step, smooth, color=colors[key], label={"sample_accuracy": "right", "in_format": "closed"}.get(key))
         ax.set_xlabel("step")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
