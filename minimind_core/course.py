@@ -141,16 +141,14 @@ def self_pairs_path(profile=None, heldout: bool = False) -> Path:
 
 
 def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
-    """The profile's DPO training pairs, MADE from the SFT model's own mistakes when missing.
+    """The profile's DPO training pairs, MADE from the SFT model's own replies when missing.
 
     `full`: MiniMind's dpo.jsonl (MissingDataError says how to download it). The sample profiles:
     the SFT model (trained first if needed) answers questions about the training half of the
-    sample world; each wrong greedy reply becomes a rejected side and the true answer the chosen
-    side (preferences.py). Whole facts, about `heldout` of them, go to dpo_pairs_heldout.jsonl
-    to measure the effect on pairs DPO never saw. A model that gets almost everything right makes
-    too few mistakes for both sides (fewer than _MIN_PAIR_FACTS facts on either): the pairs are
-    then completed with the questions it is least sure of, its likeliest wrong answer rejected
-    (preferences.near_misses), and one line says how many pairs are which. Made once; delete the
+    sample world greedily; its reply is the rejected side and the true answer closed with a
+    remark the SFT data lacks the chosen side (preferences.style_pairs: a right reply makes a
+    style pair, a wrong one a fact pair). Whole facts, about `heldout` of them, go to
+    dpo_pairs_heldout.jsonl to measure the effect on pairs DPO never saw. Made once; delete the
     files to make them again (say after retraining SFT).
     """
     from . import preferences
@@ -171,19 +169,15 @@ def dpo_pairs(profile=None, heldout: float = 0.25) -> Path:
         items = items[::max(1, len(items) // limit)][:limit]
     print(f"Making the {prof.name} profile's DPO pairs: the SFT model answers {len(items)} questions "
           "about the training half of the sample world ...")
-    mistakes, n_right = preferences.find_mistakes(model, tokenizer, items)
-    wrong_facts = {m.item["fact"] for m in mistakes}
-    missing = _pair_facts_needed(len(wrong_facts), heldout) - len(wrong_facts)
-    filled = preferences.near_misses(model, tokenizer, items, missing, exclude_facts=wrong_facts) if missing else []
-    train_part, held_part = preferences.split_by_fact(mistakes + filled, heldout=heldout)
+    pairs, counts = preferences.style_pairs(model, tokenizer, items)
+    train_part, held_part = preferences.split_by_fact(pairs, heldout=heldout)
     if not train_part or not held_part:
-        raise CheckpointError(f"the {prof.name} SFT model answers {n_right} of {len(items)} training-half questions "
-                              f"right: its {len(mistakes)} mistake(s) and {len(filled)} near miss(es) are too few "
-                              "for training and held-out DPO pairs")
+        raise CheckpointError(f"the {prof.name} SFT model's replies to {len(items)} training-half questions make "
+                              f"{len(pairs)} pair(s): too few for training and held-out DPO pairs")
     preferences.write_jsonl(held_path, preferences.to_pairs(held_part))
     preferences.write_jsonl(path, preferences.to_pairs(train_part))
-    print(f"  {n_right} right, {len(mistakes)} wrong: {len(mistakes)} pairs from its mistakes, {len(filled)} from "
-          f"the likeliest wrong answers to questions it is least sure of; {len(train_part)} pairs in {path}, "
+    print(f"  {counts['style']} right replies without the remark (style pairs), {counts['fact']} wrong "
+          f"(fact pairs), {counts['already']} already in style (no pair); {len(train_part)} pairs in {path}, "
           f"{len(held_part)} held-out pairs in {held_path.name}")
     return Path(path)
 
@@ -217,18 +211,6 @@ def grpo_prompts(profile=None) -> Path:
                 f.write(json.dumps({k: v for k, v in it.items() if k != "fact"}, ensure_ascii=False) + "\n")
         tmp.replace(path)
     return path
-
-
-_MIN_PAIR_FACTS = 10  # fewer facts than this on either side of the split: complete the pairs with near misses
-
-
-def _pair_facts_needed(n_facts: int, heldout: float) -> int:
-    """The fewest facts (at least `n_facts`) that split_by_fact splits into _MIN_PAIR_FACTS or more
-    on each side with `heldout` of them held out."""
-    n = n_facts
-    while round(heldout * n) < _MIN_PAIR_FACTS or n - round(heldout * n) < _MIN_PAIR_FACTS:
-        n += 1
-    return n
 
 
 def _prerequisites(stage: str, recipe) -> list[str]:

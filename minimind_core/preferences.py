@@ -1,4 +1,4 @@
-"""Preference pairs (偏好数据) for DPO, made from a model's own mistakes.
+"""Preference pairs (偏好数据) for DPO, made from a model's own replies.
 
 A DPO pair is one prompt with two replies, a preferred ("chosen") and a dispreferred ("rejected")
 one, in MiniMind's dpo schema:
@@ -7,17 +7,17 @@ one, in MiniMind's dpo schema:
      "rejected": [{"role": "user", "content": Q}, {"role": "assistant", "content": bad}]}
 
 Pairs teach most when the rejected reply is what the model would actually say. So the sample
-world's pairs are *self-generated negatives*: the SFT model answers every question about the
-training half of the world greedily; where its answer is wrong, that answer becomes the rejected
-side and the true answer, worded the way the SFT data words answers, the chosen side. The pairs
-therefore aim exactly at the model's own errors, and a question it already answers right yields
-no pair (nothing to prefer). When a model makes too few mistakes to train on, `near_misses`
-completes them with the questions it is least sure of, its likeliest wrong answer rejected.
+world's pairs are *self-generated negatives*: the SFT model answers questions about the training
+half of the world greedily, and its own reply is the rejected side. The chosen side is the true
+answer closed with a remark that the SFT data never uses ("She lives in Selstead. Everyone
+knows that."): a style DPO has to add, and `has_style` sees it in any reply. A right reply makes a
+style pair; a wrong one (the tiny SFT model makes almost none) a fact pair, aimed at its mistake.
 
     items = fact_questions("train")                          # eval_qa-schema questions with answers
-    mistakes = find_mistakes(model, tokenizer, items)        # the ones it gets wrong, with its reply
-    train_pairs, heldout_pairs = split_by_fact(mistakes, heldout=0.25)
-    write_pairs("runs/tiny/dpo_pairs.jsonl", to_pairs(train_pairs))
+    pairs, counts = style_pairs(model, tokenizer, items)     # its own replies against the styled truth
+    train_pairs, heldout_pairs = split_by_fact(pairs, heldout=0.25)
+    write_jsonl("runs/tiny/dpo_pairs.jsonl", to_pairs(train_pairs))
+    style_measure(model, tokenizer, heldout_questions(eval_qa))   # the style rate and the facts
 
 `preference_stats` scores pairs the way DPO does (implicit rewards, their margin, the share of
 pairs whose chosen reply wins), for held-out pairs before and after training.
@@ -44,7 +44,7 @@ def fact_questions(split: str = "train", seed: int = world_text.DEFAULT_SEED,
     split: "train" (the people and cities that supervised fine-tuning asks about) or "heldout"
     (the other half, which `eval_qa.jsonl` asks about). Each record has the eval_qa schema plus
     "fact" (which entity, fact and language: all wordings of one fact share it); the assistant
-    message is the answer in the SFT data's own wording, the chosen side of a pair.
+    message is the answer in the SFT data's own wording.
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
@@ -79,6 +79,7 @@ class Mistake:
     reply: str           # the model's greedy reply (or, when that was blank, its likeliest wrong answer)
     in_format: bool      # the greedy reply was closed with <|im_end|> (a near miss: True, a whole answer)
     greedy: bool = True  # False: the greedy reply was blank and `reply` is the likeliest wrong answer
+    chosen: str = ""     # the preferred reply; empty: the true answer in the SFT data's wording
 
     @property
     def question(self) -> str:
@@ -86,7 +87,7 @@ class Mistake:
 
     @property
     def answer(self) -> str:
-        return self.item["conversations"][1]["content"]
+        return self.chosen or self.item["conversations"][1]["content"]
 
 
 def find_mistakes(model, tokenizer, items: Sequence[dict], max_new_tokens: int = 32,
@@ -134,40 +135,101 @@ def likeliest_wrong_answer(model, tokenizer, item: dict) -> str:
     return candidates[int(scores.argmax())]
 
 
-def near_misses(model, tokenizer, items: Sequence[dict], n_facts: int, exclude_facts=(), pool: int = 4,
-                seed: int = 0) -> list[Mistake]:
-    """Mistakes the model comes closest to making, for when its real ones are too few to train on.
+# ----------------------------------------------------------------------------------------------
+# a style the SFT data lacks: a closing remark
 
-    Of the facts of `items` not in `exclude_facts` (say, those it already gets wrong), up to
-    `pool * n_facts` are sampled (by `seed`; scoring every wording of every fact would cost one
-    forward pass per choice and question) and one wording of each is scored: the true answer
-    against every wrong answer. The `n_facts` questions where the true answer leads the likeliest
-    wrong answer by the smallest margin (the facts the model is least sure of) come back as
-    Mistakes whose reply is that likeliest wrong answer (greedy=False: the model did not say it).
+# The SFT data answers with the bare fact ("She lives in Selstead.") and nothing after it, so the SFT
+# model never adds a remark. The style pairs prefer the same true answer followed by one ("She lives
+# in Selstead. Everyone knows that.", "她住在青岚城。大家都知道。"): a behaviour DPO must add, that a
+# rule sees in any reply. The remark is made of words the sample corpus uses often: a phrase in rare
+# tokens ("Hope this helps!") is spelled out piece by piece, and the tiny model rambles on after
+# its first piece. (Naming the subject, "Una Irwin lives in Rosmere.", is absent from the SFT data
+# too, but a 1M-parameter model cannot copy a rare name out of the question: it names someone else
+# and its fact accuracy collapses.)
+CLOSING = {"en": "Everyone knows that.", "zh": "大家都知道。"}
+
+
+def styled_answer(item: dict) -> str:
+    """The item's true answer, in the SFT data's wording, closed with the remark of its language."""
+    sep = " " if item["lang"] == "en" else ""
+    return item["conversations"][1]["content"] + sep + CLOSING[item["lang"]]
+
+
+def has_style(reply: str, item: dict) -> bool:
+    """The style rule: the reply ends with the closing remark of the question's language."""
+    return reply.rstrip().endswith(CLOSING[item["lang"]])
+
+
+def style_pairs(model, tokenizer, items: Sequence[dict], max_new_tokens: int = 32, batch_size: int = 32
+                ) -> tuple[list[Mistake], dict]:
+    """Pairs from the model's own replies that prefer the closing remark, and the truth.
+
+    For every question the model's greedy reply is the rejected side and the true answer with the
+    remark (`styled_answer`) the chosen side: a right answer without it makes a *style* pair, a
+    wrong answer a *fact* pair (a blank reply is replaced by the wrong answer the model scores
+    highest, as in find_mistakes). A right reply that already has the style makes no pair.
+    Returns (the pairs as Mistakes, counts {"style", "fact", "already"}).
     """
-    first: dict[str, dict] = {}
-    for it in items:
-        if it["fact"] not in exclude_facts:
-            first.setdefault(it["fact"], it)
-    facts = sorted(first)
-    random.Random(seed).shuffle(facts)
-    candidates = [first[f] for f in facts[:pool * n_facts]]
-    if not candidates or n_facts <= 0:
-        return []
-    convs, spans = [], []
-    for it in candidates:
-        user = {"role": "user", "content": it["conversations"][0]["content"]}
-        replies = [it["conversations"][1]["content"], *wrong_answers(it)]
-        spans.append((len(convs), len(replies)))
-        convs += [[user, {"role": "assistant", "content": r}] for r in replies]
-    scores = reply_scores(model, tokenizer, convs)
-    ranked = []
-    for it, (start, n) in zip(candidates, spans):
-        wrong = scores[start + 1:start + n]
-        best = int(wrong.argmax())
-        ranked.append((float(scores[start] - wrong[best]), it["fact"], it, wrong_answers(it)[best]))
-    ranked.sort(key=lambda r: (r[0], r[1]))
-    return [Mistake(it, reply, in_format=True, greedy=False) for _, _, it, reply in ranked[:n_facts]]
+    from .evaluate import greedy_replies, score_reply
+
+    replies = greedy_replies(model, tokenizer, [it["conversations"][0]["content"] for it in items],
+                             max_new_tokens=max_new_tokens, batch_size=batch_size)
+    out, counts = [], {"style": 0, "fact": 0, "already": 0}
+    for it, (reply, closed) in zip(items, replies):
+        right = score_reply(reply, it["expected"], it["choices"])
+        if right and has_style(reply, it):
+            counts["already"] += 1
+            continue
+        counts["style" if right else "fact"] += 1
+        greedy = bool(reply.strip())
+        if not greedy:
+            reply = likeliest_wrong_answer(model, tokenizer, it)
+        out.append(Mistake(it, reply, closed, greedy=greedy, chosen=styled_answer(it)))
+    return out, counts
+
+
+@dataclass
+class StyleResult:
+    """How often a model's greedy replies have the targeted style, and how often they are right."""
+
+    style_rate: float        # share of replies with the closing remark (has_style)
+    accuracy: float          # share of replies that name the right value and no other (score_reply)
+    n: int
+    replies: list            # the greedy reply to each question, in order
+
+    def line(self) -> str:
+        return f"style {self.style_rate:.2f}, facts right {self.accuracy:.2f} (n={self.n})"
+
+
+def style_measure(model, tokenizer, items: Sequence[dict], max_new_tokens: int = 32,
+                  batch_size: int = 32) -> StyleResult:
+    """The targeted behaviour and the facts, from one greedy pass over `items` (fact_questions records)."""
+    from .evaluate import greedy_replies, score_reply
+
+    if not items:
+        raise ValueError("style_measure: no questions")
+    replies = [r for r, _ in greedy_replies(model, tokenizer, [it["conversations"][0]["content"] for it in items],
+                                            max_new_tokens=max_new_tokens, batch_size=batch_size)]
+    styled = sum(has_style(r, it) for r, it in zip(replies, items))
+    right = sum(score_reply(r, it["expected"], it["choices"]) for r, it in zip(replies, items))
+    return StyleResult(style_rate=styled / len(items), accuracy=right / len(items), n=len(items), replies=replies)
+
+
+def heldout_questions(eval_file) -> list[dict]:
+    """The questions of `eval_file` (eval_qa schema: the held-out half of the world) as
+    fact_questions records (with their language, kind and fact). A question that is
+    not about the held-out half is a DataError naming the file and line."""
+    by_question = {it["conversations"][0]["content"]: it for it in fact_questions("heldout")}
+    out = []
+    with open(eval_file, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            q = json.loads(line)["conversations"][0]["content"]
+            if q not in by_question:
+                raise DataError(eval_file, n, f"question {q!r} is not about the held-out half of the sample world")
+            out.append(by_question[q])
+    return out
 
 
 def split_by_fact(mistakes: Sequence[Mistake], heldout: float = 0.25, seed: int = 0
@@ -302,6 +364,7 @@ def preference_stats(policy, reference, tokenizer, pairs: Sequence[dict], beta: 
                            prefers_chosen=float((pc > pr).float().mean()), chosen_logp=float(pc.mean()), rejected_logp=float(pr.mean()), n=len(pairs))
 
 
-__all__ = ["fact_questions", "Mistake", "find_mistakes", "wrong_answers", "likeliest_wrong_answer", "near_misses",
+__all__ = ["fact_questions", "Mistake", "find_mistakes", "wrong_answers", "likeliest_wrong_answer", "CLOSING",
+           "styled_answer", "has_style", "style_pairs", "StyleResult", "style_measure", "heldout_questions",
            "split_by_fact", "to_pairs", "questions_of", "write_jsonl",
            "read_pairs", "PreferenceStats", "reply_scores", "sequence_scores", "preference_stats"]

@@ -81,7 +81,7 @@ HOLDOUT = 0.02  # the sample corpus' pretraining and SFT files: 1 example in 50 
 
 
 def _own_pairs(profile: str) -> Path:
-    """Self-generated DPO pairs: the profile's SFT model's own wrong answers (course.dpo_pairs)."""
+    """Self-generated DPO pairs: the profile's SFT model's own replies against the styled truth (course.dpo_pairs)."""
     return RUNS_DIR / profile / "dpo_pairs.jsonl"
 
 
@@ -107,8 +107,8 @@ _SMOKE = Profile(
                            max_steps=20, log_every=5, init="pretrain", val_fraction=HOLDOUT),
         "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=8, accum=1, lr=3e-3, seq_len=128,
                             max_steps=20, log_every=5, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
-        "dpo": StageRecipe(data=_own_pairs("smoke"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
-                           max_steps=20, log_every=5, init="sft", dpo=DPOKnobs(beta=0.1)),
+        "dpo": StageRecipe(data=_own_pairs("smoke"), epochs=1, batch_size=8, accum=1, lr=3e-3, seq_len=128,
+                           max_steps=60, log_every=10, init="sft", dpo=DPOKnobs(beta=0.1, sft_weight=1.0)),
         "distill": StageRecipe(data=_sample("distill.jsonl"), epochs=1, batch_size=8, accum=1, lr=1e-3, seq_len=128,
                                max_steps=10, log_every=5, val_fraction=0.05,
                                distill=DistillKnobs(teacher="sft", student_layers=(0,))),
@@ -135,7 +135,7 @@ _TINY = Profile(
                            val_fraction=HOLDOUT),
         "lora": StageRecipe(data=_sample("lora.jsonl"), epochs=1, batch_size=16, accum=1, lr=2e-3, seq_len=256,
                             max_steps=60, log_every=10, init="sft", lora=LoRAKnobs(rank=8, alpha=16)),
-        "dpo": StageRecipe(data=_own_pairs("tiny"), epochs=1, batch_size=8, accum=1, lr=1e-4, seq_len=256,
+        "dpo": StageRecipe(data=_own_pairs("tiny"), epochs=1, batch_size=8, accum=1, lr=3e-4, seq_len=256,
                            max_steps=40, log_every=5, init="sft", dpo=DPOKnobs(beta=0.1, sft_weight=1.0)),
         # the student is 2 of the SFT model's 4 layers (DistilBERT's initialisation), repaired on a transfer
         # set the teacher has not memorised (sample/distill.jsonl), with or without its soft labels: on

@@ -117,29 +117,75 @@ def test_find_mistakes_keeps_wrong_replies_and_replaces_blank_ones(tmp_path, mon
     assert mistakes[1].reply == pf.wrong_answers(items[2])[int(scores.argmax())]
 
 
-def test_near_misses_are_the_least_sure_facts_with_their_likeliest_wrong_answer(tmp_path):
+def test_the_styled_answer_is_absent_from_the_sft_data_and_seen_by_the_rule():
+    items = pf.fact_questions("train")
+    sft_answers = _assistant_texts(SAMPLE_DIR / "sft.jsonl")
+    assert not any(a.rstrip().endswith(tuple(pf.CLOSING.values())) for a in sft_answers)
+    for it in items:
+        styled = pf.styled_answer(it)
+        assert styled.startswith(it["conversations"][1]["content"]) and pf.has_style(styled, it)
+        assert not pf.has_style(it["conversations"][1]["content"], it)
+    en = next(it for it in items if it["lang"] == "en")
+    zh = next(it for it in items if it["lang"] == "zh")
+    assert pf.styled_answer(en).endswith(". Everyone knows that.") and pf.styled_answer(zh).endswith("。大家都知道。")
+    assert pf.has_style("He lives in Halden. Everyone knows that. \n", en)
+    assert not pf.has_style("Everyone knows that. He lives in Halden.", en)
+    assert not pf.has_style("He lives in Halden. Everyone knows that.", zh)     # the remark of the question's language
+
+
+def test_style_pairs_reject_the_models_own_reply_and_prefer_the_styled_truth(tmp_path, monkeypatch):
+    from minimind_core import evaluate
     from minimind_core.checkpoint import load_model_and_tokenizer
     from course_model import write_course_model
 
     model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
-    items = [it for it in pf.fact_questions("train") if it["lang"] == "en"][:30]
-    skip = {items[0]["fact"]}
-    near = pf.near_misses(model, tok, items, 3, exclude_facts=skip, pool=2)
-    assert len(near) == 3 and len({m.item["fact"] for m in near}) == 3
-    assert all(not m.greedy and m.item["fact"] not in skip for m in near)
-    margins = []
-    for m in near:
-        user = {"role": "user", "content": m.question}
-        wrong = pf.wrong_answers(m.item)
-        s = pf.reply_scores(model, tok, [[user, {"role": "assistant", "content": r}] for r in [m.answer, *wrong]])
-        assert m.reply == wrong[int(s[1:].argmax())]
-        margins.append(float(s[0] - s[1:].max()))
-    assert margins == sorted(margins)
-    assert pf.near_misses(model, tok, items, 0) == []
+    items = [it for it in pf.fact_questions("train") if it["lang"] == "en"][:4]
+    right = [it["conversations"][1]["content"] for it in items]
+    replies = [(right[0], True), ("She lives in Nowhere and Selstead", False), ("", True), (pf.styled_answer(items[3]), True)]
+    monkeypatch.setattr(evaluate, "greedy_replies", lambda *a, **k: replies)
+    pairs, counts = pf.style_pairs(model, tok, items)
+    assert counts == {"style": 1, "fact": 2, "already": 1}
+    assert [m.item for m in pairs] == items[:3]
+    assert all(m.answer == pf.styled_answer(m.item) for m in pairs)
+    assert pairs[0].reply == right[0] and pairs[0].greedy          # a style pair: right, but bare
+    assert pairs[1].reply == "She lives in Nowhere and Selstead"    # a fact pair: its own mistake
+    assert not pairs[2].greedy and pairs[2].reply in pf.wrong_answers(items[2])
+    records = pf.to_pairs(pairs)
+    assert records[0]["chosen"][1]["content"] == right[0] + " Everyone knows that."
+    assert records[0]["rejected"][1]["content"] == right[0]
 
 
-def test_dpo_pairs_complete_too_few_mistakes_with_near_misses(tmp_path, monkeypatch, capsys):
-    """An SFT model that gets all but one question right still yields training and held-out pairs."""
+def test_style_measure_counts_the_style_and_the_facts_of_one_greedy_pass(tmp_path, monkeypatch):
+    from minimind_core import evaluate
+    from minimind_core.checkpoint import load_model_and_tokenizer
+    from course_model import write_course_model
+
+    model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
+    items = pf.heldout_questions(SAMPLE_DIR / "eval_qa.jsonl")[:4]
+    replies = [(pf.styled_answer(items[0]), True), (items[1]["conversations"][1]["content"], True),
+               (pf.wrong_answers(items[2])[0] + " Everyone knows that.", True), ("", False)]
+    monkeypatch.setattr(evaluate, "greedy_replies", lambda *a, **k: replies)
+    got = pf.style_measure(model, tok, items)
+    assert (got.style_rate, got.accuracy, got.n) == (0.5, 0.5, 4)
+    assert got.replies == [r for r, _ in replies] and "style 0.50, facts right 0.50" in got.line()
+    with pytest.raises(ValueError, match="no questions"):
+        pf.style_measure(model, tok, [])
+
+
+def test_heldout_questions_are_the_eval_set_in_its_order(tmp_path):
+    held = pf.heldout_questions(SAMPLE_DIR / "eval_qa.jsonl")
+    lines = [json.loads(line) for line in open(SAMPLE_DIR / "eval_qa.jsonl", encoding="utf-8")]
+    assert [it["conversations"][0]["content"] for it in held] == [r["conversations"][0]["content"] for r in lines]
+    assert [it["expected"] for it in held] == [r["expected"] for r in lines]
+    bad = tmp_path / "eval.jsonl"
+    train_q = pf.fact_questions("train")[0]
+    bad.write_text(json.dumps(lines[0]) + "\n" + json.dumps({**lines[0], "conversations": train_q["conversations"]}) + "\n",
+                   encoding="utf-8")
+    with pytest.raises(DataError, match=r"eval.jsonl:2: .*not about the held-out half"):
+        pf.heldout_questions(bad)
+
+
+def test_dpo_pairs_are_made_once_from_the_sft_models_own_replies(tmp_path, monkeypatch, capsys):
     from minimind_core import course, evaluate
     from minimind_core.checkpoint import load_model_and_tokenizer
     from course_model import write_course_model
@@ -154,26 +200,29 @@ def test_dpo_pairs_complete_too_few_mistakes_with_near_misses(tmp_path, monkeypa
         smoke.stages["dpo"], data=course.self_pairs_path(prof))})
     model, tok = load_model_and_tokenizer(write_course_model(tmp_path / "m"), device="cpu")
     monkeypatch.setattr(course, "load_stage", lambda *a, **k: (model, tok))
-    wrong_q = {}
+    by_q = {it["conversations"][0]["content"]: it for it in pf.fact_questions("train")}
 
-    def replies(model, tok, questions, **kw):
-        wrong_q.setdefault("q", questions[0])
-        return [("I do not know the city of Nowhere.", True) if q == wrong_q["q"] else ("", True) for q in questions]
+    def replies(model, tok, questions, **kw):   # right and bare, except one wrong reply
+        return [("I do not know the city of Nowhere.", True) if i == 0 else (by_q[q]["conversations"][1]["content"], True)
+                for i, q in enumerate(questions)]
 
     monkeypatch.setattr(evaluate, "greedy_replies", replies)
-    monkeypatch.setattr(evaluate, "score_reply", lambda reply, expected, choices: reply == "")
     path = course.dpo_pairs(prof)
     assert path.parent == tmp_path / "runs" / "smoke"
     train = pf.read_pairs(path)
     held = pf.read_pairs(course.self_pairs_path(prof, heldout=True))
     items = pf.fact_questions("train")
+    assert len(train) + len(held) == 48 and len(held) >= 10
     facts = lambda pairs: {it["fact"] for it in pf.questions_of(pairs, items)}
-    assert len(facts(train)) >= 10 and len(facts(held)) >= 10
     assert not facts(train) & facts(held)
+    for p in train + held:
+        item = pf.questions_of([p], items)[0]
+        assert p["chosen"][1]["content"] == pf.styled_answer(item)
     rejected = [p["rejected"][1]["content"] for p in train + held]
     assert rejected.count("I do not know the city of Nowhere.") == 1
-    out = capsys.readouterr().out
-    assert "1 pairs from its mistakes" in out and f"{len(train) + len(held) - 1} from the likeliest wrong answers" in out
+    assert "47 right replies without the remark (style pairs), 1 wrong (fact pairs)" in capsys.readouterr().out
+    monkeypatch.setattr(evaluate, "greedy_replies", None)      # made once: the files are reused
+    assert course.dpo_pairs(prof) == path
 
 
 def test_preference_stats_of_the_reference_itself(tmp_path):
@@ -191,13 +240,13 @@ def test_preference_stats_of_the_reference_itself(tmp_path):
     assert torch.all(pc < 0) and torch.all(pr < 0)
 
 
-def test_dpo_on_its_own_mistakes_moves_the_model_towards_the_truth(tmp_path):
-    """The lesson's pipeline on the smoke profile, end to end: SFT, its mistakes, DPO.
+def test_dpo_on_its_own_replies_adds_the_style_on_questions_in_no_pair(tmp_path):
+    """The lesson's pipeline on the smoke profile, end to end: SFT, its own replies, DPO.
 
-    The smoke model is too small to answer right after 20 SFT steps, so the direction is read off
-    its preferences: after DPO it scores the true answer above its own mistake far more often, on
-    the training pairs and on pairs about facts it never trained on, and the held-out margin is
-    positive.
+    The smoke SFT model never ends a reply with the remark; after the smoke DPO recipe (DPO plus
+    the SFT term on the chosen replies) most of its replies to held-out questions, about entities
+    no pair mentions, end with it, and it scores the chosen reply above its own on the held-out
+    pairs with a positive margin.
     """
     from minimind_core.checkpoint import load_model_and_tokenizer, load_model
     from minimind_core.train import train
@@ -206,17 +255,19 @@ def test_dpo_on_its_own_mistakes_moves_the_model_towards_the_truth(tmp_path):
     pre = train("pretrain", "smoke", out=tmp_path / "pre", **quiet)
     sft = train("sft", "smoke", init=pre.run_dir, out=tmp_path / "sft", mix_pretrain=False, **quiet)
     ref, tok = load_model_and_tokenizer(sft.checkpoint, device="cpu")
-    items = pf.fact_questions("train")[::20]
-    mistakes, _ = pf.find_mistakes(ref, tok, items)
-    train_part, held_part = pf.split_by_fact(mistakes, heldout=0.25)
+    pairs, counts = pf.style_pairs(ref, tok, pf.fact_questions("train")[::20])
+    assert counts["already"] == 0 and counts["style"] + counts["fact"] == len(pairs) == 51
+    train_part, held_part = pf.split_by_fact(pairs, heldout=0.25)
     train_pairs, held_pairs = pf.to_pairs(train_part), pf.to_pairs(held_part)
-    assert len(train_pairs) >= 30 and len(held_pairs) >= 10
     data = pf.write_jsonl(tmp_path / "pairs.jsonl", train_pairs)
     dpo = train("dpo", "smoke", init=sft.run_dir, data=data, out=tmp_path / "dpo", **quiet)
     policy = load_model(dpo.checkpoint).eval()
+    held_questions = pf.heldout_questions(get_profile("smoke").eval_qa)[::4]
+    before = pf.style_measure(ref, tok, held_questions)
+    after = pf.style_measure(policy, tok, held_questions)
+    assert before.style_rate == 0.0 and after.style_rate >= 0.5, (before.line(), after.line())
     beta = dpo.config.dpo.beta
-    for pairs in (train_pairs, held_pairs):
-        before = pf.preference_stats(ref, ref, tok, pairs, beta=beta)
-        after = pf.preference_stats(policy, ref, tok, pairs, beta=beta)
-        assert after.prefers_chosen >= before.prefers_chosen + 0.3, (before, after)
-        assert after.margin > 0 and after.accuracy >= 0.6 and after.loss < math.log(2)
+    st_before = pf.preference_stats(ref, ref, tok, held_pairs, beta=beta)
+    st_after = pf.preference_stats(policy, ref, tok, held_pairs, beta=beta)
+    assert st_after.prefers_chosen >= st_before.prefers_chosen + 0.3, (st_before, st_after)
+    assert st_after.margin > 0 and st_after.accuracy >= 0.6 and st_after.loss < math.log(2)

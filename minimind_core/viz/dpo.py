@@ -63,16 +63,42 @@ def reward_curves_figure(rows: Sequence[Mapping], title: str = "") -> Figure:
     return fig
 
 
+_MEASURES = (("style", "style: the targeted remark", "tab:purple"),
+             ("facts", "facts right (the tax)", "tab:green"))
+
+
+def style_tax_figure(rows: Mapping[str, Mapping[str, float]], title: str = "") -> Figure:
+    """rows: {model name: {"style": fraction, "facts": fraction}}, measured on the same held-out
+    questions: how often each model's replies have the targeted style, and how many facts it keeps."""
+    names = list(rows)
+    fig = PngFigure(figsize=(7.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for k, (key, label, color) in enumerate(_MEASURES):
+        vals = [float(rows[n][key]) for n in names]
+        bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.36, label=label, color=color)
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names)
+    ax.set_ylim(0, 1.3)
+    ax.set_ylabel("share of held-out replies")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or "the style DPO adds, and the facts it costs", fontsize=11)
+    return fig
+
+
 def beta_sweep_figure(results: Mapping[float, Mapping[str, float]], baseline: Mapping[str, float] | None = None,
                       title: str = "") -> Figure:
-    """results: {beta: {"targeted": fraction, "facts": fraction, "drift": nats}}; baseline: the SFT
-    model's "targeted" and "facts" (dotted lines). Left: accuracies; right: drift from the reference."""
+    """results: {beta: {"style": fraction, "facts": fraction, "drift": nats}}; baseline: the SFT
+    model's "style" and "facts" (dotted lines). Left: the targeted style and the facts on held-out
+    questions; right: drift from the reference."""
     betas = list(results)
     fig = PngFigure(figsize=(9.5, 3.4), layout="constrained")
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(len(betas))
-    for k, (key, label, color) in enumerate((("targeted", "questions the pairs target", "tab:purple"),
-                                             ("facts", "held-out facts (the tax)", "tab:green"))):
+    for k, (key, label, color) in enumerate(_MEASURES):
         vals = [float(results[b][key]) for b in betas]
         bars = left.bar(x + (k - 0.5) * 0.38, vals, 0.36, label=label, color=color)
         for b, v in zip(bars, vals):
@@ -82,7 +108,7 @@ def beta_sweep_figure(results: Mapping[float, Mapping[str, float]], baseline: Ma
     left.set_xticks(x)
     left.set_xticklabels([f"beta {b:g}" for b in betas])
     left.set_ylim(0, 1.3)
-    left.set_ylabel("accuracy (dotted: the SFT model)")
+    left.set_ylabel("share of replies (dotted: SFT model)")
     left.legend(fontsize=8, loc="upper center", ncol=2)
     left.grid(axis="y", alpha=0.3)
     right.bar(x, [float(results[b]["drift"]) for b in betas], 0.5, color="tab:orange")
@@ -96,4 +122,4 @@ def beta_sweep_figure(results: Mapping[float, Mapping[str, float]], baseline: Ma
     return fig
 
 
-__all__ = ["bradley_terry_figure", "reward_curves_figure", "beta_sweep_figure"]
+__all__ = ["bradley_terry_figure", "reward_curves_figure", "style_tax_figure", "beta_sweep_figure"]
