@@ -151,7 +151,7 @@ def test_all_stages_learn_in_smoke_profile(corpus, tmp_path):
     assert any("lora_A" in n for n, _ in m.named_parameters())
 
     dpo = run("dpo", corpus, tmp_path / "dpo", init=sft.run_dir, max_steps=32, log_every=4, lr=5e-4,
-              batch_size=12, dpo_score="sum", dpo_beta=0.5)
+              batch_size=12, dpo_score="sum", dpo_beta=0.5, dpo_sft_weight=0.0)   # plain DPO
     f, l = first_last(dpo)
     assert f == pytest.approx(math.log(2), abs=0.05)  # the policy starts as the reference
     assert l < 0.5, (f, l)
@@ -307,7 +307,7 @@ def test_tasks_return_their_loss_sums_and_metrics(corpus, tmp_path):
 
     pre = run("pretrain", corpus, tmp_path / "p", max_steps=1)
     cfg = resolve_config("dpo", "smoke", data=corpus["dpo"], init=pre.run_dir, out=tmp_path / "d", seq_len=64,
-                         batch_size=4, progress=False)
+                         batch_size=4, progress=False, dpo_sft_weight=0.0)
     task = DPOTask(cfg, Env(device=torch.device("cpu")), load_run_tokenizer(cfg))
     model = task.build_model(None)
     batch = open_stream(task.sources()["main"], cfg, task.env).next()
