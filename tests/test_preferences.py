@@ -1,4 +1,4 @@
-"""Preference pairs from a model's own mistakes, and DPO trained on them moving the model the right way."""
+"""Preference pairs from a model's own replies, and DPO trained on them adding the style they prefer."""
 import dataclasses
 import json
 import math

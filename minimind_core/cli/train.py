@@ -134,7 +134,7 @@ def run_train(args) -> int:
         if args.stage == "dpo" and args.data is None and not distributed:
             from ..course import dpo_pairs
 
-            dpo_pairs(args.profile)  # the sample profiles' pairs are the SFT model's own mistakes: made once
+            dpo_pairs(args.profile)  # the sample profiles' pairs are made once from the SFT model's own replies
         if args.stage == "grpo" and args.data is None:
             from ..course import grpo_prompts
 
