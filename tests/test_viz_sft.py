@@ -1,5 +1,7 @@
 """SFT pictures and widgets: the loss mask drawn token by token, the explorer, the comparison views."""
+import io
 import json
+import warnings
 
 import matplotlib
 
@@ -69,12 +71,26 @@ def test_mask_figure_draws_one_box_per_token(tokenizer):
     assert fig._repr_png_()[:4] == b"\x89PNG"
 
 
-def test_mask_figure_replaces_glyphs_the_font_lacks(tokenizer):
+def test_mask_figure_draws_chinese_with_the_cjk_font(tokenizer):
+    from minimind_core.viz.common import cjk_font
+    from minimind_core.viz.sft import mask_fonts
+
+    assert cjk_font(), "the course's CJK font package is a dependency"
     conv = [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "我是MiniMind。"}]
     ids, labels = encode_conversation(conv, tokenizer)
     fig = viz.loss_mask_figure(tokenizer, ids, labels)
-    texts = "".join(t.get_text() for t in fig.axes[0].texts)
-    assert "□" in texts and "我" not in texts
+    texts = [t for t in fig.axes[0].texts if "我" in t.get_text()]
+    assert texts and texts[0].get_fontfamily() == mask_fonts() == ["DejaVu Sans Mono", cjk_font()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # "Glyph ... missing from font" would raise
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def test_mask_figure_boxes_what_no_font_can_draw():
+    from minimind_core.viz.sft import _boxed
+
+    assert _boxed("我是\ue000", ["DejaVu Sans Mono"]) == "□□□"
+    assert _boxed("ab我", ["DejaVu Sans Mono"]) == "ab□"
 
 
 def test_mask_explorer_slider_changes_the_view(tokenizer):

@@ -25,7 +25,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from ..losses import IGNORE_INDEX
 from ..tokenizer import token_labels
-from .common import PngFigure, bar_label_y, draw_chance, keep_initial_state
+from .common import PngFigure, bar_label_y, cjk_font, draw_chance, drawable, keep_initial_state
 
 TRAINED_BG = "#b7f0c0"
 TRAINED_BORDER = "#1a7f37"
@@ -86,9 +86,15 @@ def loss_mask_html(tokenizer, input_ids, labels, title: str | None = None, show_
     return f"<div style='line-height:1.9'>{head}{''.join(parts)}</div>"
 
 
-def _boxed(label: str) -> str:
-    """Characters the default matplotlib font lacks (CJK and the like) become '□'."""
-    return "".join(c if ord(c) < 0x2E80 else "□" for c in label)
+def mask_fonts() -> list[str]:
+    """The token boxes' fonts: a monospace font, then the CJK font for Chinese (when there is one)."""
+    return ["DejaVu Sans Mono"] + ([cjk_font()] if cjk_font() else [])
+
+
+def _boxed(label: str, families: list[str]) -> str:
+    """Characters none of `families` can draw (a byte piece of a split character, or Chinese
+    where no CJK font exists) become '□', instead of an empty box and a warning."""
+    return "".join(c if drawable(c, families) else "□" for c in label)
 
 
 def loss_mask_figure(tokenizer, input_ids, labels, per_row: int = 12, title: str | None = None) -> Figure:
@@ -101,9 +107,10 @@ def loss_mask_figure(tokenizer, input_ids, labels, per_row: int = 12, title: str
     """
     rows = mask_rows(tokenizer, input_ids, labels)
     per_row = max(2, per_row)
+    families = mask_fonts()
     cells, r, c = [], 0, 0
     for name, trained, special in rows:
-        text = _boxed(name)
+        text = _boxed(name, families)
         span = 1 if len(text) <= CELL_CHARS else 2
         if c + span > per_row:
             r, c = r + 1, 0
@@ -122,7 +129,8 @@ def loss_mask_figure(tokenizer, input_ids, labels, per_row: int = 12, title: str
             facecolor=face, edgecolor=edge, lw=1.2 if trained else 0.6))
         room = CELL_CHARS * span + (span - 1)              # characters that fit at 10 pt
         size = 10 if len(text) <= room else max(7, 10 * room / len(text))
-        ax.text(c + span / 2, -r - 0.5, text, ha="center", va="center", fontsize=size, family="monospace",
+        ax.text(c + span / 2, -r - 0.5, text, ha="center", va="center", fontsize=size,
+                family=families[:1] if special else families,  # special tokens are bold: the CJK font has no bold face
                 fontweight="bold" if special else "normal", color="black" if trained else "#333333")
     ax.set_xlim(0, per_row)
     ax.set_ylim(-n_rows, 0)
