@@ -116,6 +116,7 @@ def load_tokenizer(path: str | Path):
     folder has none.
     """
     from transformers import AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     path = Path(path)
     if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists():
@@ -123,7 +124,15 @@ def load_tokenizer(path: str | Path):
             f"{path}: not a tokenizer folder (expected tokenizer.json or tokenizer_config.json). "
             "Train one with lesson 01 or `python -m minimind_core tokenizer train`."
         )
-    tok = AutoTokenizer.from_pretrained(str(path))
+    # A model folder also holds config.json with the model's own code (auto_map): AutoTokenizer reads
+    # that config, and without trust_remote_code=False it would stop to ask whether to run the code
+    # (and warn that a "minimind" config is not its own); the tokenizer needs neither.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     for i, s in enumerate(SPECIAL_TOKENS):
         got = tok.convert_tokens_to_ids(s)
         if got != i:

@@ -102,3 +102,27 @@ def test_bad_folder_errors(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(TEXTS, 100)
+
+
+def test_a_model_folder_tokenizer_loads_without_asking_to_run_its_code(tmp_path):
+    """A checkpoint folder carries the model's own code (auto_map in config.json); loading only its
+    tokenizer must neither prompt for trust_remote_code nor read the prompt's answer from stdin."""
+    import subprocess
+    import sys
+
+    from minimind_core.checkpoint import save_model_folder
+    from minimind_core.config import MiniMindConfig
+    from minimind_core.model import MiniMindForCausalLM
+    from minimind_core.profiles import SAMPLE_DIR
+
+    tok = load_tokenizer(SAMPLE_DIR / "tokenizer")
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                               num_key_value_heads=1, intermediate_size=64, vocab_size=len(tok)))
+    save_model_folder(tmp_path / "m", model, tokenizer=tok)
+    assert "auto_map" in (tmp_path / "m" / "config.json").read_text()
+    code = ("from minimind_core.tokenizer import load_tokenizer; "
+            f"print(len(load_tokenizer({str(tmp_path / 'm')!r})))")
+    out = subprocess.run([sys.executable, "-c", code], input="", capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(len(tok))
+    assert "custom code" not in out.stdout + out.stderr and "[y/N]" not in out.stdout + out.stderr
