@@ -55,6 +55,15 @@ def load_model_checked(path, tokenizer, what: str):
     return model
 
 
+def frozen_model(path, tokenizer, what: str, device):
+    """The model at `path`, checked as load_model_checked does, on `device`, in eval mode and with no
+    gradients: DPO's and GRPO's reference model, distillation's teacher."""
+    model = load_model_checked(path, tokenizer, what)
+    model.requires_grad_(False)
+    model.eval()
+    return model.to(device)
+
+
 def fresh_model(model_args: dict, seed: int, tokenizer, what: str):
     """A newly initialised model (weights fixed by `seed`)."""
     from ..config import MiniMindConfig
@@ -344,10 +353,7 @@ class DPOTask(Task):
 
     def build_model(self, resume_from):
         model = super().build_model(resume_from)
-        ref = load_model_checked(self.cfg.init, self.tokenizer, "--init")
-        ref.requires_grad_(False)
-        ref.eval()
-        self.ref = ref.to(self.env.device)
+        self.ref = frozen_model(self.cfg.init, self.tokenizer, "--init", self.env.device)
         return model
 
     def sources(self):
@@ -401,10 +407,7 @@ class DistillTask(Task):
         if not knobs.teacher:
             raise TrainError("distill needs a teacher: pass --teacher DIR (a model or run folder; "
                              "MiniMind used a 768x16 full-SFT model)")
-        teacher = load_model_checked(knobs.teacher, self.tokenizer, "--teacher")
-        teacher.requires_grad_(False)
-        teacher.eval()
-        self.teacher = teacher.to(self.env.device)
+        self.teacher = teacher = frozen_model(knobs.teacher, self.tokenizer, "--teacher", self.env.device)
         if resume_from is not None:
             student = super().build_model(resume_from)
         elif knobs.student_layers is not None:  # wins over --init: the full recipe's init is the SFT model
@@ -477,10 +480,7 @@ class GRPOTask(Task):
 
     def build_model(self, resume_from):
         model = super().build_model(resume_from)
-        ref = load_model_checked(self.cfg.init, self.tokenizer, "--init")
-        ref.requires_grad_(False)
-        ref.eval()
-        self.ref = ref.to(self.env.device)
+        self.ref = frozen_model(self.cfg.init, self.tokenizer, "--init", self.env.device)
         self.policy = model          # the module itself (not its DDP wrapper) samples the replies
         return model
 
