@@ -87,3 +87,16 @@ def test_cli_reads_student_layers():
     with pytest.raises(CLIError, match="--student-layers"):
         train_kwargs(build_parser().parse_args(["train", "distill", "--student-layers", "first"]))
 
+
+
+def test_thinking_figure_draws_one_bar_per_model_and_labels_guessing_outside_the_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from minimind_core.viz.distill import thinking_figure
+
+    fig = thinking_figure({"asked directly": 0.08, "answers only": 0.29, "traces": 0.62})
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 2) for p in ax.patches] == [0.08, 0.29, 0.62]
+    guess = [t for t in ax.texts if t.get_text().startswith("guessing")]
+    assert len(guess) == 1 and guess[0].get_position()[0] > 1.0   # axes coordinates: right of the plot

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .common import PngFigure
+from .common import PngFigure, draw_chance
 
 _COLORS = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
 
@@ -88,8 +88,7 @@ def thinking_figure(results: Mapping[str, float], title: str = "") -> Figure:
     bars = ax.bar(range(len(names)), vals, 0.55, color=[_COLORS[(k + 1) % len(_COLORS)] for k in range(len(names))])
     for b, v in zip(bars, vals):
         ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=9)
-    ax.axhline(0.2, color="gray", lw=0.8, ls=":")
-    ax.text(len(names) - 0.5, 0.21, "guessing (1 of 5)", fontsize=8, color="gray", ha="right")
+    draw_chance(ax, 0.2, "guessing\n(1 of 5)")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylim(0, 1.15)
