@@ -88,6 +88,15 @@ def draw_chance(ax, chance: float, label: str | None = None) -> None:
             ha="left", va="center", fontsize=9, color="grey", clip_on=False)
 
 
+def percent_bars(ax, x, values, slot: int, label: str, color, fontsize: int = 8):
+    """One series of a pair of side-by-side bars (slot 0 left, 1 right of each x), each labelled
+    with its value as a percentage just above it; returns the bars."""
+    bars = ax.bar(x + (slot - 0.5) * 0.38, values, 0.36, label=label, color=color)
+    for b, v in zip(bars, values):
+        ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=fontsize)
+    return bars
+
+
 def bar_label_y(value: float, chance: float | None, gap: float = 0.015, height: float = 0.06) -> float:
     """The y (on a 0-1.12 scale) of the label above a bar of `value`: just above the bar, or just
     above the chance line when the label would otherwise sit on it (a bar of 4% under a line at 7%)."""

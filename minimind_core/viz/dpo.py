@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .common import PngFigure
+from .common import PngFigure, percent_bars
 
 
 def bradley_terry_figure(betas: Sequence[float] = (0.1, 1.0)) -> Figure:
@@ -75,10 +75,7 @@ def style_tax_figure(rows: Mapping[str, Mapping[str, float]], title: str = "") -
     ax = fig.subplots()
     x = np.arange(len(names))
     for k, (key, label, color) in enumerate(_MEASURES):
-        vals = [float(rows[n][key]) for n in names]
-        bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.36, label=label, color=color)
-        for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=8)
+        percent_bars(ax, x, [float(rows[n][key]) for n in names], k, label, color)
     ax.set_xticks(x)
     ax.set_xticklabels(names)
     ax.set_ylim(0, 1.3)
@@ -99,10 +96,7 @@ def beta_sweep_figure(results: Mapping[float, Mapping[str, float]], baseline: Ma
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(len(betas))
     for k, (key, label, color) in enumerate(_MEASURES):
-        vals = [float(results[b][key]) for b in betas]
-        bars = left.bar(x + (k - 0.5) * 0.38, vals, 0.36, label=label, color=color)
-        for b, v in zip(bars, vals):
-            left.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=8)
+        percent_bars(left, x, [float(results[b][key]) for b in betas], k, label, color)
         if baseline is not None and key in baseline:
             left.axhline(float(baseline[key]), color=color, lw=1, ls=":")
     left.set_xticks(x)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ..lora import LoRALinear, target_modules
 from ..model import count_parameters, meta_model
-from .common import PngFigure, keep_initial_state
+from .common import PngFigure, keep_initial_state, percent_bars
 
 DEFAULT_RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_TARGET_SETS = {"MiniMind: q_proj, o_proj (square layers)": "minimind",
@@ -261,10 +261,7 @@ def before_after_figure(metrics: dict, labels: tuple = ("before LoRA", "after Lo
     ax = fig.subplots()
     x = np.arange(len(names))
     for k, (label, color) in enumerate(zip(labels, ("tab:gray", "tab:green"))):
-        vals = [float(metrics[n][k]) for n in names]
-        bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.36, label=label, color=color)
-        for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.0%}", ha="center", va="bottom", fontsize=9)
+        percent_bars(ax, x, [float(metrics[n][k]) for n in names], k, label, color, fontsize=9)
     ax.set_xticks(x)
     ax.set_xticklabels(names)
     ax.set_ylim(0, 1.3)                     # room above the 100% labels for the legend
